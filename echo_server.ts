@@ -1,0 +1,170 @@
+#!/usr/bin/env -S deno run --allow-net
+/**
+ * A TCP echo server: every byte a client sends comes straight back, in order,
+ * even after the client has half-closed its side.
+ *
+ * Run it: `deno run --allow-net echo_server.ts` (port 8001, like the lab).
+ * Try it: `echo "Foobar" | nc localhost 8001 -q 1` prints `Foobar`.
+ * Many clients at once: `--mode async` (default), `--mode worker` (add
+ * `--allow-read=.`) or `--mode process` (add `--allow-read=. --allow-run`).
+ *
+ * Lab 2 steps answered: "echo server", "print information about what is
+ * connected", "print whatever is sent", and "make it forking" (the modes).
+ *
+ * @module
+ */
+
+import { exitOnSignal, parseChoice, parseCli, parseCount, parsePort, runMain } from "./lib/cli.ts";
+import {
+  type ConnectionServer,
+  type HandlerContext,
+  type Mode,
+  MODES,
+  serveConnections,
+} from "./lib/concurrency.ts";
+import { elapsedMs, formatBytes, type Log, preview, printLog, silentLog } from "./lib/log.ts";
+import { type Connection, formatAddr, READ_BUFFER_BYTES, writeAll } from "./lib/net.ts";
+
+/** Bytes of each connection shown as previews before the log goes quiet. */
+const PREVIEW_BUDGET_BYTES = 4 * 1024;
+
+/** What the echo handler needs to know; the same in every mode. */
+export interface EchoHandlerOptions {
+  /** Log only errors: no per-connection lines. @default {false} */
+  quiet?: boolean;
+}
+
+/**
+ * Echoes one connection: read a chunk, write it back, until the client has
+ * finished sending; then half-close our side so the client's read ends too.
+ * Logs who connected, a short preview of what arrived, and the totals.
+ *
+ * @example
+ * ```ts
+ * import { echoHandler } from "./echo_server.ts";
+ * const listener = Deno.listen({ port: 0 });
+ * const conn = await listener.accept();
+ * await echoHandler(conn, { options: {}, log: console.log });
+ * ```
+ */
+export async function echoHandler(
+  conn: Connection,
+  { options, log }: HandlerContext<EchoHandlerOptions>,
+): Promise<void> {
+  const say: Log = options.quiet ? silentLog : log;
+  const who = formatAddr(conn.remoteAddr);
+  const started = performance.now();
+  const buffer = new Uint8Array(READ_BUFFER_BYTES);
+  let echoed = 0;
+  let ending = "client finished sending";
+  say(`Connected by ${who}`);
+  try {
+    while (true) {
+      // read() gives null once the client has half-closed (the lab's empty recv()).
+      const n = await conn.read(buffer);
+      if (n === null) break;
+      const chunk = buffer.subarray(0, n);
+      if (echoed < PREVIEW_BUDGET_BYTES) {
+        say(`${who} sent ${n} B: ${preview(chunk)}`);
+        if (echoed + n >= PREVIEW_BUDGET_BYTES) {
+          say(`${who}: further data is echoed without a preview`);
+        }
+      }
+      await writeAll(conn, chunk);
+      echoed += n;
+    }
+    // Our reply is complete: half-close so the client sees the end of it.
+    await conn.closeWrite();
+  } catch (err) {
+    ending = err instanceof Deno.errors.ConnectionReset
+      ? "reset by the client"
+      : `error: ${(err as Error).message}`;
+  } finally {
+    conn.close();
+    say(`Closed ${who} (${ending}): echoed ${formatBytes(echoed)} in ${elapsedMs(started)}`);
+  }
+}
+
+/** Options for {@linkcode startEchoServer}. */
+export interface EchoServerOptions {
+  /** Address to bind. @default {"127.0.0.1"} */
+  hostname?: string;
+  /** Port to bind; 0 picks a free one. @default {0} */
+  port?: number;
+  /** Where each connection is handled. @default {"async"} */
+  mode?: Mode;
+  /** Workers or child processes kept warm (worker and process modes). @default {CPU count, at least 2} */
+  poolSize?: number;
+  /** Most connections served at once; extra ones are closed with a log line. 0: no limit. @default {0} */
+  maxConns?: number;
+  /** Print only errors. @default {false} */
+  quiet?: boolean;
+  /** Where lines go. @default {console.log} */
+  log?: Log;
+}
+
+/**
+ * Starts an echo server and resolves once it accepts connections.
+ *
+ * @example
+ * ```ts
+ * import { startEchoServer } from "./echo_server.ts";
+ * await using server = await startEchoServer({ quiet: true });
+ * console.log(`echoing on port ${server.addr.port}`);
+ * ```
+ */
+export function startEchoServer(options: EchoServerOptions = {}): Promise<ConnectionServer> {
+  return serveConnections<EchoHandlerOptions>({
+    handler: { module: import.meta.url, name: "echoHandler" },
+    handlerOptions: { quiet: options.quiet ?? false },
+    hostname: options.hostname,
+    port: options.port,
+    mode: options.mode,
+    poolSize: options.poolSize,
+    maxConns: options.maxConns,
+    log: options.log ?? printLog,
+  });
+}
+
+const USAGE = `usage: deno run --allow-net echo_server.ts [options]
+  --host ADDR       address to listen on (default 127.0.0.1; 0.0.0.0 for all)
+  --port N          port to listen on, 0 for any free one (default 8001)
+  --mode MODE       async | worker | process (default async)
+                    worker also needs --allow-read=.  process needs --allow-read=. --allow-run
+  --workers N       workers or child processes kept warm (default: CPU count, at least 2)
+  --max-conns N     serve at most N connections at once, close the rest (default: no limit)
+  --quiet           print only the listening line and errors`;
+
+async function main(): Promise<void> {
+  const { values } = parseCli(Deno.args, USAGE, {
+    host: { type: "string", default: "127.0.0.1" },
+    port: { type: "string", default: "8001" },
+    mode: { type: "string", default: "async" },
+    workers: { type: "string" },
+    "max-conns": { type: "string" },
+    quiet: { type: "boolean", default: false },
+  });
+  const server = await startEchoServer({
+    hostname: values.host as string,
+    port: parsePort(values.port as string, "--port"),
+    mode: parseChoice(values.mode as string, "--mode", MODES),
+    poolSize: values.workers === undefined
+      ? undefined
+      : parseCount(values.workers as string, "--workers"),
+    maxConns: values["max-conns"] === undefined
+      ? 0
+      : parseCount(values["max-conns"] as string, "--max-conns"),
+    quiet: values.quiet as boolean,
+  });
+  const where = formatAddr(server.addr);
+  console.log(`echo server (${server.mode} mode) listening on ${where}`);
+  if (!values.quiet) {
+    console.log(`try: echo "Foobar" | nc ${server.addr.hostname} ${server.addr.port} -q 1`);
+  }
+  exitOnSignal(async () => {
+    console.log("stopping: closing live connections");
+    await server.close();
+  });
+}
+
+if (import.meta.main) runMain(USAGE, main);

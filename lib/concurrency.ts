@@ -1,0 +1,504 @@
+/**
+ * One concurrency mechanism for every server, in the spirit of Python's
+ * `socketserver`: the accept loop and the per-connection handler are
+ * separate, and where the handler runs is a swappable part.
+ *
+ * - `async`: the handler runs on the main event loop, one promise per
+ *   connection. No extra threads or processes; the fastest mode.
+ * - `worker`: the handler runs in a warm pool of Web Workers. The main thread
+ *   keeps the socket and relays its bytes (see `mux.ts`).
+ * - `process`: the handler runs in a warm pool of `deno` child processes, fed
+ *   through their stdin and stdout, inetd style.
+ *
+ * Workers and children start before the server says it is listening, and are
+ * reused for connection after connection: starting one costs 20-30 ms, which
+ * no client should wait for. Each serves many connections at once. A handler
+ * that throws closes only its own connection; a worker or child that dies
+ * closes only the connections it was serving, and a fresh one takes its place.
+ *
+ * @example
+ * ```ts
+ * import { serveConnections } from "./lib/concurrency.ts";
+ * await using server = await serveConnections({
+ *   handler: { module: new URL("../echo_server.ts", import.meta.url).href, name: "echoHandler" },
+ *   handlerOptions: { quiet: true },
+ *   mode: "worker",
+ * });
+ * console.log(server.addr.port);
+ * ```
+ * @module
+ */
+
+import { CliError } from "./cli.ts";
+import { type Log, printLog } from "./log.ts";
+import {
+  encodeFrame,
+  FrameDecoder,
+  type GuestMessage,
+  type HandlerRef,
+  HostConn,
+  type HostMessage,
+} from "./mux.ts";
+import { type Connection, formatAddr, listenOn } from "./net.ts";
+
+export type { HandlerRef } from "./mux.ts";
+
+/** Where handlers run. */
+export type Mode = "async" | "worker" | "process";
+
+/** Every mode, in the order the docs present them. */
+export const MODES: readonly Mode[] = ["async", "worker", "process"];
+
+/** What a handler gets besides its connection. */
+export interface HandlerContext<O> {
+  /** The server's `handlerOptions`, as given (a structured clone off the main thread). */
+  options: O;
+  /** Prints a line through the server's log, from any mode. */
+  log: Log;
+}
+
+/**
+ * Serves one connection. It is the same function in every mode; it must not
+ * assume anything about the thread or process it runs in.
+ */
+export type ConnectionHandler<O> = (
+  conn: Connection,
+  context: HandlerContext<O>,
+) => Promise<void>;
+
+/** Options for {@linkcode serveConnections}. */
+export interface ServeOptions<O> {
+  /** The handler to run: a module URL and an export name, so workers and children can load it. */
+  handler: HandlerRef;
+  /** Passed to the handler as `context.options`; must survive JSON (children get a JSON copy). */
+  handlerOptions: O;
+  /** Address to bind. @default {"127.0.0.1"} */
+  hostname?: string;
+  /** Port to bind; 0 picks a free one. @default {0} */
+  port?: number;
+  /** Where handlers run. @default {"async"} */
+  mode?: Mode;
+  /** Workers or children in the pool (worker and process modes). @default {navigator.hardwareConcurrency, at least 2} */
+  poolSize?: number;
+  /** Connections served at once; more are closed at once with a log line. 0 means no limit. @default {0} */
+  maxConns?: number;
+  /** Listen backlog: connections the kernel queues before refusing. @default {511} */
+  backlog?: number;
+  /** Receives handler lines and the server's own. @default {printLog} */
+  log?: Log;
+  /** Deno permission flags for child processes, beyond reading the code. @default {["--allow-net"]} */
+  childPermissions?: string[];
+}
+
+/** Counters a server keeps. */
+export interface ServerStats {
+  /** Connections accepted and handed to a handler. */
+  accepted: number;
+  /** Connections closed at once because of `maxConns`. */
+  refused: number;
+  /** Connections being served now. */
+  active: number;
+  /** Workers or children replaced after dying. */
+  restarts: number;
+}
+
+/** A running server; `await using` closes it. */
+export interface ConnectionServer extends AsyncDisposable {
+  /** The bound address, with the real port when 0 was asked for. */
+  readonly addr: Deno.NetAddr;
+  /** The mode in use. */
+  readonly mode: Mode;
+  /** Live counters. */
+  readonly stats: ServerStats;
+  /** Process ids of the pool's children (process mode), for inspection. */
+  childPids(): number[];
+  /** Stops accepting, closes live connections, waits for handlers and the pool. */
+  close(): Promise<void>;
+}
+
+/** The part of a server that decides where a connection's handler runs. */
+interface Runner {
+  start(): Promise<void>;
+  /** Serves `conn`; resolves when it is closed. */
+  serve(conn: Deno.TcpConn): Promise<void>;
+  /** Closes every connection still open and the pool. */
+  stop(): Promise<void>;
+  pids(): number[];
+}
+
+/**
+ * Listens and serves every connection with the handler, in the chosen mode.
+ * Resolves once the pool is warm and the socket is listening.
+ */
+export async function serveConnections<O>(options: ServeOptions<O>): Promise<ConnectionServer> {
+  const mode = options.mode ?? "async";
+  const log = options.log ?? printLog;
+  const maxConns = options.maxConns ?? 0;
+  const stats: ServerStats = { accepted: 0, refused: 0, active: 0, restarts: 0 };
+  const runner = mode === "async"
+    ? new InlineRunner(options, log)
+    : new PoolRunner(options, mode, log, stats);
+  await runner.start();
+  let listener: Deno.TcpListener;
+  try {
+    listener = listenOn(options);
+  } catch (err) {
+    await runner.stop();
+    throw err;
+  }
+  const served = new Set<Promise<void>>();
+  let stopping = false;
+
+  async function acceptLoop(): Promise<void> {
+    while (!stopping) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await listener.accept();
+      } catch (err) {
+        if (stopping || err instanceof Deno.errors.BadResource) return;
+        // Out of file descriptors and the like: keep the listener, retry soon.
+        log(`accept failed: ${(err as Error).message}`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        continue;
+      }
+      if (maxConns > 0 && stats.active >= maxConns) {
+        stats.refused++;
+        log(
+          `refused ${
+            formatAddr(conn.remoteAddr)
+          }: already serving ${stats.active} connections (--max-conns ${maxConns})`,
+        );
+        conn.close();
+        continue;
+      }
+      stats.accepted++;
+      stats.active++;
+      const job = runner.serve(conn).finally(() => {
+        stats.active--;
+        served.delete(job);
+      });
+      served.add(job);
+    }
+  }
+  const accepting = acceptLoop();
+
+  let closing: Promise<void> | null = null;
+  const close = () =>
+    closing ??= (async () => {
+      stopping = true;
+      listener.close();
+      await accepting;
+      await runner.stop();
+      await Promise.allSettled([...served]);
+    })();
+
+  return {
+    addr: listener.addr,
+    mode,
+    stats,
+    childPids: () => runner.pids(),
+    close,
+    [Symbol.asyncDispose]: close,
+  };
+}
+
+// ---------------------------------------------------------------------------
+
+/** `async` mode: the handler runs right here. */
+class InlineRunner<O> implements Runner {
+  #handler: ConnectionHandler<O> | null = null;
+  #live = new Set<Deno.TcpConn>();
+  #stopping = false;
+
+  constructor(readonly options: ServeOptions<O>, readonly log: Log) {}
+
+  async start(): Promise<void> {
+    this.#handler = await loadHandler<O>(this.options.handler);
+  }
+
+  async serve(conn: Deno.TcpConn): Promise<void> {
+    this.#live.add(conn);
+    try {
+      await this.#handler!(conn, { options: this.options.handlerOptions, log: this.log });
+    } catch (err) {
+      if (!this.#stopping) {
+        this.log(
+          `handler failed for ${formatAddr(conn.remoteAddr)}: ${(err as Error)?.message ?? err}`,
+        );
+      }
+    } finally {
+      this.#live.delete(conn);
+      closeQuietly(conn);
+    }
+  }
+
+  stop(): Promise<void> {
+    this.#stopping = true;
+    for (const conn of this.#live) closeQuietly(conn);
+    return Promise.resolve();
+  }
+
+  pids(): number[] {
+    return [];
+  }
+}
+
+async function loadHandler<O>(ref: HandlerRef): Promise<ConnectionHandler<O>> {
+  const module = await import(ref.module);
+  const handler = module[ref.name];
+  if (typeof handler !== "function") {
+    throw new TypeError(`${ref.module} exports no function "${ref.name}"`);
+  }
+  return handler;
+}
+
+function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // Closed already.
+  }
+}
+
+// ---------------------------------------------------------------------------
+
+/** One Worker or child process, as the host sees it. */
+interface Guest {
+  send(message: HostMessage): void;
+  /** Connections it serves now, by id. */
+  conns: Map<number, HostConn>;
+  /** Resolves when it has stopped, for whatever reason. */
+  exited: Promise<string>;
+  /** Asks it to stop (children finish; workers are terminated). */
+  stop(): void;
+  pid?: number;
+}
+
+/** Starting a guest, up to its `ready`. */
+type GuestFactory = (onMessage: (message: GuestMessage) => void) => Guest;
+
+/** Waiting longer than this for a fresh guest means something is broken. */
+const GUEST_START_TIMEOUT_MS = 15_000;
+/** After `stop()`, how long a child may take before it is killed. */
+const GUEST_STOP_GRACE_MS = 2_000;
+
+/** `worker` and `process` modes: a warm pool of guests. */
+class PoolRunner<O> implements Runner {
+  #slots: (Guest | null)[];
+  #nextId = 1;
+  #stopping = false;
+  #factory: GuestFactory;
+
+  constructor(
+    readonly options: ServeOptions<O>,
+    readonly mode: "worker" | "process",
+    readonly log: Log,
+    readonly stats: ServerStats,
+  ) {
+    const size = options.poolSize ?? Math.max(2, navigator.hardwareConcurrency);
+    this.#slots = new Array(size).fill(null);
+    this.#factory = mode === "worker"
+      ? workerFactory()
+      : childFactory(options.childPermissions ?? ["--allow-net"]);
+  }
+
+  async start(): Promise<void> {
+    await Promise.all(this.#slots.map((_, i) => this.#launch(i)));
+  }
+
+  // Starts the guest for slot `i` and resolves once it is ready.
+  async #launch(i: number): Promise<void> {
+    let ready!: () => void;
+    const isReady = new Promise<void>((resolve) => ready = resolve);
+    const guest = this.#factory((message) => {
+      if (message.t === "ready") ready();
+      else if (message.t === "log") this.log(message.line);
+      else guest.conns.get(message.id)?.receive(message);
+    });
+    guest.send({ t: "init", handler: this.options.handler, options: this.options.handlerOptions });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const failed = Promise.race([
+      guest.exited.then((why) => {
+        throw new CliError(`${this.mode} failed to start: ${why}`);
+      }),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () =>
+            reject(new CliError(`${this.mode} did not start within ${GUEST_START_TIMEOUT_MS} ms`)),
+          GUEST_START_TIMEOUT_MS,
+        );
+      }),
+    ]);
+    try {
+      await Promise.race([isReady, failed]);
+    } catch (err) {
+      guest.stop();
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+    failed.catch(() => {});
+    this.#slots[i] = guest;
+    guest.exited.then((why) => this.#onExit(i, guest, why));
+  }
+
+  #onExit(i: number, guest: Guest, why: string): void {
+    if (this.#slots[i] === guest) this.#slots[i] = null;
+    for (const conn of guest.conns.values()) conn.finish();
+    if (this.#stopping) return;
+    this.stats.restarts++;
+    this.log(
+      `${this.mode} ${i} died (${why}); closed its ${guest.conns.size} connection(s), starting a new one`,
+    );
+    this.#launch(i).catch((err) =>
+      this.log(`could not restart ${this.mode} ${i}: ${(err as Error).message}`)
+    );
+  }
+
+  serve(conn: Deno.TcpConn): Promise<void> {
+    // The least busy live guest takes the connection.
+    let best: Guest | null = null;
+    for (const guest of this.#slots) {
+      if (guest && (!best || guest.conns.size < best.conns.size)) best = guest;
+    }
+    if (!best) {
+      this.log(`no ${this.mode} available for ${formatAddr(conn.remoteAddr)}: closing it`);
+      closeQuietly(conn);
+      return Promise.resolve();
+    }
+    const guest = best;
+    const id = this.#nextId++;
+    const hostConn = new HostConn(id, conn, guest);
+    guest.conns.set(id, hostConn);
+    hostConn.start();
+    return hostConn.done.finally(() => guest.conns.delete(id));
+  }
+
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    const guests = this.#slots.filter((g): g is Guest => g !== null);
+    for (const guest of guests) {
+      for (const conn of guest.conns.values()) conn.finish();
+      guest.stop();
+    }
+    await Promise.all(guests.map((g) => g.exited));
+  }
+
+  pids(): number[] {
+    return this.#slots.flatMap((g) => g?.pid ? [g.pid] : []);
+  }
+}
+
+// Worker guests: structured clone, buffers transferred.
+function workerFactory(): GuestFactory {
+  const url = new URL("./guest_worker.ts", import.meta.url);
+  requirePermission(
+    { name: "read", path: url },
+    `--mode worker needs read access to the code, because Web Workers load it from disk: add --allow-read=${
+      decodeURIComponent(new URL(".", new URL("..", import.meta.url)).pathname).replace(/\/$/, "")
+    }`,
+  );
+  return (onMessage) => {
+    const worker = new Worker(url, { type: "module" });
+    let exit!: (why: string) => void;
+    const exited = new Promise<string>((resolve) => exit = resolve);
+    worker.onmessage = (event: MessageEvent<GuestMessage>) => onMessage(event.data);
+    worker.onerror = (event) => {
+      // An uncaught error in a worker would otherwise end the whole server.
+      event.preventDefault();
+      worker.terminate();
+      exit(event.message);
+    };
+    worker.onmessageerror = () => {
+      worker.terminate();
+      exit("unreadable message");
+    };
+    return {
+      conns: new Map(),
+      exited,
+      send(message) {
+        if (message.t === "data") worker.postMessage(message, [message.bytes.buffer]);
+        else worker.postMessage(message);
+      },
+      stop() {
+        worker.terminate();
+        exit("stopped");
+      },
+    };
+  };
+}
+
+// Child guests: `deno run lib/guest_child.ts`, framed messages on stdin/stdout.
+function childFactory(permissions: string[]): GuestFactory {
+  const execPath = Deno.execPath();
+  requirePermission(
+    { name: "run", command: execPath },
+    "--mode process needs permission to start deno child processes: add --allow-run",
+  );
+  const entry = new URL("./guest_child.ts", import.meta.url);
+  const codeDir = decodeURIComponent(new URL("..", import.meta.url).pathname).replace(/\/$/, "");
+  return (onMessage) => {
+    const child = new Deno.Command(execPath, {
+      args: [
+        "run",
+        "--quiet",
+        "--no-prompt",
+        `--allow-read=${codeDir}`,
+        ...permissions,
+        entry.href,
+      ],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    const writer = child.stdin.getWriter();
+    let broken = false;
+    const exited = (async () => {
+      const frames = new FrameDecoder();
+      const reader = child.stdout.getReader();
+      try {
+        while (true) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          for (const message of frames.push(value)) onMessage(message as GuestMessage);
+        }
+      } catch (err) {
+        try {
+          child.kill("SIGKILL");
+        } catch {
+          // Gone already.
+        }
+        return `bad output from child: ${(err as Error).message}`;
+      }
+      const status = await child.status;
+      return status.signal ? `killed by ${status.signal}` : `exit code ${status.code}`;
+    })();
+    return {
+      conns: new Map(),
+      exited,
+      pid: child.pid,
+      send(message) {
+        if (broken) return;
+        writer.write(encodeFrame(message)).catch(() => broken = true);
+      },
+      stop() {
+        // Closing stdin tells the child to finish; a stuck one is killed.
+        writer.close().catch(() => {});
+        const timer = setTimeout(() => {
+          try {
+            child.kill("SIGKILL");
+          } catch {
+            // Gone already.
+          }
+        }, GUEST_STOP_GRACE_MS);
+        exited.finally(() => clearTimeout(timer));
+      },
+    };
+  };
+}
+
+function requirePermission(descriptor: Deno.PermissionDescriptor, message: string): void {
+  if (Deno.permissions.querySync(descriptor).state !== "granted") {
+    throw new CliError(message);
+  }
+}

@@ -1,0 +1,409 @@
+/**
+ * The little protocol that lets a connection handler run away from the
+ * socket it serves: the main thread (the *host*) keeps every `Deno.TcpConn`
+ * and relays bytes to the Web Worker or child process (the *guest*) that
+ * runs the handler, many connections multiplexed over one link.
+ *
+ * Why relay instead of handing the socket over: a `Deno.Conn` cannot be
+ * sent to a child process at all, and transferring `conn.readable` /
+ * `conn.writable` to a Worker lost the tail of large transfers here, while
+ * the end of `conn.readable` closes the whole socket (deno#27510). The host
+ * therefore uses plain `read()`/`write()`/`closeWrite()` calls, and the guest
+ * gets a {@linkcode RemoteConn} that behaves like the socket: `read()` returns
+ * `null` after the peer half-closed, `closeWrite()` half-closes for real.
+ *
+ * Flow control is a credit window per direction ({@linkcode WINDOW_BYTES}):
+ * the host stops reading a socket while that many bytes wait unconsumed in
+ * the guest, and a guest's `write()` waits while that many bytes are not yet
+ * written to the socket. A client that stops reading therefore stops its
+ * handler, and memory stays bounded.
+ *
+ * @module
+ */
+
+import { type Connection, READ_BUFFER_BYTES, writeAll } from "./net.ts";
+
+/** Unacknowledged bytes allowed per connection and direction. */
+export const WINDOW_BYTES = 512 * 1024;
+
+/** How a guest finds its handler: a module URL and the exported function's name. */
+export interface HandlerRef {
+  /** URL of the module, usually `import.meta.url` of the script. */
+  module: string;
+  /** Name of the exported `ConnectionHandler`. */
+  name: string;
+}
+
+/** Messages from host to guest. */
+export type HostMessage =
+  | { t: "init"; handler: HandlerRef; options: unknown }
+  | { t: "open"; id: number; remote: Deno.NetAddr; local: Deno.NetAddr }
+  | { t: "data"; id: number; bytes: Uint8Array<ArrayBuffer> }
+  | { t: "eof"; id: number }
+  | { t: "ack"; id: number; n: number }
+  | { t: "reset"; id: number; reason: string };
+
+/** Messages from guest to host. */
+export type GuestMessage =
+  | { t: "ready" }
+  | { t: "log"; line: string }
+  | { t: "data"; id: number; bytes: Uint8Array<ArrayBuffer> }
+  | { t: "eof"; id: number }
+  | { t: "ack"; id: number; n: number }
+  | { t: "close"; id: number };
+
+/** Either direction. */
+export type Message = HostMessage | GuestMessage;
+
+/** One end of a link: sends messages; the owner routes what arrives. */
+export interface Link<Out extends Message> {
+  send(message: Out): void;
+}
+
+// ---------------------------------------------------------------------------
+// Binary framing for child processes (Workers pass the objects as they are).
+// A frame is: type (1 byte), connection id (4), payload length (4), payload.
+
+const FRAME_HEADER_BYTES = 9;
+/** Largest payload a frame may carry; anything bigger means a broken link. */
+const MAX_FRAME_PAYLOAD_BYTES = 16 * 1024 * 1024;
+const TYPES = ["init", "open", "data", "eof", "ack", "reset", "ready", "log", "close"] as const;
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** Encodes a message as one frame. */
+export function encodeFrame(message: Message): Uint8Array {
+  const id = "id" in message ? message.id : 0;
+  let payload: Uint8Array;
+  switch (message.t) {
+    case "data":
+      payload = message.bytes;
+      break;
+    case "eof":
+    case "close":
+    case "ready":
+      payload = new Uint8Array(0);
+      break;
+    case "ack":
+      payload = new Uint8Array(4);
+      new DataView(payload.buffer).setUint32(0, message.n);
+      break;
+    default: {
+      const { t: _t, id: _id, ...rest } = message as Message & { id?: number };
+      payload = encoder.encode(JSON.stringify(rest));
+    }
+  }
+  const frame = new Uint8Array(FRAME_HEADER_BYTES + payload.length);
+  const view = new DataView(frame.buffer);
+  view.setUint8(0, TYPES.indexOf(message.t));
+  view.setUint32(1, id);
+  view.setUint32(5, payload.length);
+  frame.set(payload, FRAME_HEADER_BYTES);
+  return frame;
+}
+
+/**
+ * Splits a byte stream back into messages, however the pipe cut it.
+ * Throws on a frame that cannot be ours (unknown type or absurd length).
+ */
+export class FrameDecoder {
+  #buffer: Uint8Array<ArrayBuffer> = new Uint8Array(256 * 1024);
+  #start = 0;
+  #end = 0;
+
+  /** Feeds bytes; returns every message completed by them. */
+  push(chunk: Uint8Array): Message[] {
+    this.#append(chunk);
+    const out: Message[] = [];
+    while (this.#end - this.#start >= FRAME_HEADER_BYTES) {
+      const view = new DataView(this.#buffer.buffer, this.#start);
+      const type = TYPES[view.getUint8(0)];
+      const id = view.getUint32(1);
+      const length = view.getUint32(5);
+      if (type === undefined || length > MAX_FRAME_PAYLOAD_BYTES) {
+        throw new Error("corrupt frame on the guest link");
+      }
+      if (this.#end - this.#start < FRAME_HEADER_BYTES + length) break;
+      const from = this.#start + FRAME_HEADER_BYTES;
+      const payload = this.#buffer.slice(from, from + length);
+      this.#start = from + length;
+      out.push(decodePayload(type, id, payload));
+    }
+    return out;
+  }
+
+  #append(chunk: Uint8Array): void {
+    if (this.#start === this.#end) this.#start = this.#end = 0;
+    if (this.#end + chunk.length > this.#buffer.length) {
+      const live = this.#buffer.subarray(this.#start, this.#end);
+      const size = Math.max(this.#buffer.length, (live.length + chunk.length) * 2);
+      const next = size > this.#buffer.length ? new Uint8Array(size) : this.#buffer;
+      next.set(live, 0);
+      this.#buffer = next;
+      this.#end = live.length;
+      this.#start = 0;
+    }
+    this.#buffer.set(chunk, this.#end);
+    this.#end += chunk.length;
+  }
+}
+
+function decodePayload(
+  type: typeof TYPES[number],
+  id: number,
+  payload: Uint8Array<ArrayBuffer>,
+): Message {
+  switch (type) {
+    case "data":
+      return { t: "data", id, bytes: payload };
+    case "eof":
+    case "close":
+      return { t: type, id };
+    case "ready":
+      return { t: "ready" };
+    case "ack":
+      return { t: "ack", id, n: new DataView(payload.buffer).getUint32(0) };
+    default:
+      return { t: type, id, ...JSON.parse(decoder.decode(payload)) } as Message;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Host side: one real socket, relayed to a guest.
+
+/**
+ * Relays one accepted socket to the guest that runs its handler. `done`
+ * resolves once the socket is closed, whichever side ended it.
+ */
+export class HostConn {
+  readonly done: Promise<void>;
+  #finished = false;
+  #resolveDone!: () => void;
+  #unacked = 0; // bytes sent to the guest that its handler has not read yet
+  #wakeReader: (() => void) | null = null;
+  #outbox: Uint8Array[] = [];
+  #writing = false;
+  #guestEof = false;
+  #wroteEof = false;
+  #guestClosed = false;
+
+  constructor(
+    readonly id: number,
+    readonly conn: Deno.TcpConn,
+    readonly link: Link<HostMessage>,
+  ) {
+    this.done = new Promise((resolve) => this.#resolveDone = resolve);
+  }
+
+  /** Announces the connection to the guest and starts relaying. */
+  start(): void {
+    this.link.send({
+      t: "open",
+      id: this.id,
+      remote: this.conn.remoteAddr,
+      local: this.conn.localAddr,
+    });
+    this.#readLoop();
+  }
+
+  /** Routes a guest message for this connection. */
+  receive(message: GuestMessage): void {
+    switch (message.t) {
+      case "data":
+        this.#outbox.push(message.bytes);
+        break;
+      case "eof":
+        this.#guestEof = true;
+        break;
+      case "close":
+        this.#guestClosed = true;
+        break;
+      case "ack":
+        this.#unacked -= message.n;
+        this.#wake();
+        return;
+      default:
+        return;
+    }
+    this.#pump();
+  }
+
+  /** Closes the socket (the guest died, or the server stops). */
+  finish(): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    try {
+      this.conn.close();
+    } catch {
+      // Already closed by the peer's reset: nothing left to release.
+    }
+    this.#wake();
+    this.#resolveDone();
+  }
+
+  #wake(): void {
+    const wake = this.#wakeReader;
+    this.#wakeReader = null;
+    wake?.();
+  }
+
+  // Socket -> guest: read only while the guest has room (backpressure).
+  async #readLoop(): Promise<void> {
+    try {
+      while (!this.#finished) {
+        if (this.#unacked >= WINDOW_BYTES) {
+          await new Promise<void>((resolve) => this.#wakeReader = resolve);
+          continue;
+        }
+        const buffer = new Uint8Array(READ_BUFFER_BYTES);
+        const n = await this.conn.read(buffer);
+        if (this.#finished) return;
+        if (n === null) {
+          this.link.send({ t: "eof", id: this.id });
+          return;
+        }
+        this.#unacked += n;
+        this.link.send({ t: "data", id: this.id, bytes: buffer.subarray(0, n) });
+      }
+    } catch (err) {
+      this.#fail(err);
+    }
+  }
+
+  // Guest -> socket, in order; each write is acknowledged once done.
+  async #pump(): Promise<void> {
+    if (this.#writing || this.#finished) return;
+    this.#writing = true;
+    try {
+      while (!this.#finished) {
+        const chunk = this.#outbox.shift();
+        if (chunk) {
+          await writeAll(this.conn, chunk);
+          this.link.send({ t: "ack", id: this.id, n: chunk.length });
+        } else if (this.#guestEof && !this.#wroteEof) {
+          this.#wroteEof = true;
+          await this.conn.closeWrite();
+        } else {
+          if (this.#guestClosed) this.finish();
+          break;
+        }
+      }
+    } catch (err) {
+      this.#fail(err);
+    } finally {
+      this.#writing = false;
+    }
+  }
+
+  #fail(err: unknown): void {
+    if (this.#finished) return;
+    const reason = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+    this.link.send({ t: "reset", id: this.id, reason });
+    this.finish();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Guest side: what the handler holds instead of a socket.
+
+/**
+ * Stands in for a `Deno.TcpConn` inside a Worker or child process. Reads
+ * come from the host's relay; writes go back to it and wait while the
+ * window is full.
+ */
+export class RemoteConn implements Connection {
+  #chunks: Uint8Array[] = [];
+  #eof = false;
+  #error: Error | null = null;
+  #closed = false;
+  #wroteEof = false;
+  #unacked = 0;
+  #wakeRead: (() => void) | null = null;
+  #wakeWrite: (() => void) | null = null;
+
+  constructor(
+    readonly id: number,
+    readonly remoteAddr: Deno.NetAddr,
+    readonly localAddr: Deno.NetAddr,
+    readonly link: Link<GuestMessage>,
+  ) {}
+
+  /** Routes a host message for this connection. */
+  receive(message: HostMessage): void {
+    switch (message.t) {
+      case "data":
+        this.#chunks.push(message.bytes);
+        break;
+      case "eof":
+        this.#eof = true;
+        break;
+      case "ack":
+        this.#unacked -= message.n;
+        break;
+      case "reset":
+        this.#error ??= new Deno.errors.ConnectionReset(message.reason);
+        break;
+    }
+    this.#wakeAll();
+  }
+
+  async read(p: Uint8Array): Promise<number | null> {
+    while (true) {
+      if (this.#closed) throw new Deno.errors.BadResource("connection is closed");
+      const head = this.#chunks[0];
+      if (head) {
+        const n = Math.min(p.length, head.length);
+        p.set(head.subarray(0, n));
+        if (n === head.length) this.#chunks.shift();
+        else this.#chunks[0] = head.subarray(n);
+        this.link.send({ t: "ack", id: this.id, n });
+        return n;
+      }
+      if (this.#error) throw this.#error;
+      if (this.#eof) return null;
+      await new Promise<void>((resolve) => this.#wakeRead = resolve);
+    }
+  }
+
+  async write(p: Uint8Array): Promise<number> {
+    while (this.#unacked >= WINDOW_BYTES && !this.#error && !this.#closed) {
+      await new Promise<void>((resolve) => this.#wakeWrite = resolve);
+    }
+    if (this.#error) throw this.#error;
+    if (this.#closed) throw new Deno.errors.BadResource("connection is closed");
+    if (this.#wroteEof) throw new Deno.errors.BrokenPipe("write after closeWrite()");
+    if (p.length === 0) return 0;
+    this.#unacked += p.length;
+    this.link.send({ t: "data", id: this.id, bytes: p.slice() });
+    return p.length;
+  }
+
+  closeWrite(): Promise<void> {
+    if (this.#closed) return Promise.reject(new Deno.errors.BadResource("connection is closed"));
+    if (!this.#wroteEof) {
+      this.#wroteEof = true;
+      this.link.send({ t: "eof", id: this.id });
+    }
+    return Promise.resolve();
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.link.send({ t: "close", id: this.id });
+    this.#wakeAll();
+  }
+
+  /** Whether `close()` ran (the guest sends `close` once per connection). */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  #wakeAll(): void {
+    const read = this.#wakeRead;
+    const write = this.#wakeWrite;
+    this.#wakeRead = this.#wakeWrite = null;
+    read?.();
+    write?.();
+  }
+}
