@@ -288,6 +288,7 @@ class PoolRunner<O> implements Runner {
   #nextId = 1;
   #stopping = false;
   #factory: GuestFactory;
+  #launching = new Set<Promise<void>>();
 
   constructor(
     readonly options: ServeOptions<O>,
@@ -338,21 +339,30 @@ class PoolRunner<O> implements Runner {
       clearTimeout(timer);
     }
     failed.catch(() => {});
+    if (this.#stopping) {
+      guest.stop();
+      await guest.exited;
+      return;
+    }
     this.#slots[i] = guest;
     guest.exited.then((why) => this.#onExit(i, guest, why));
   }
 
   #onExit(i: number, guest: Guest, why: string): void {
     if (this.#slots[i] === guest) this.#slots[i] = null;
+    const lost = guest.conns.size;
     for (const conn of guest.conns.values()) conn.finish();
     if (this.#stopping) return;
-    this.stats.restarts++;
     this.log(
-      `${this.mode} ${i} died (${why}); closed its ${guest.conns.size} connection(s), starting a new one`,
+      `${this.mode} ${i} died (${why}); closed its ${lost} connection(s), starting a new one`,
     );
-    this.#launch(i).catch((err) =>
-      this.log(`could not restart ${this.mode} ${i}: ${(err as Error).message}`)
-    );
+    const relaunch = this.#launch(i)
+      .then(() => {
+        this.stats.restarts++;
+      })
+      .catch((err) => this.log(`could not restart ${this.mode} ${i}: ${(err as Error).message}`))
+      .finally(() => this.#launching.delete(relaunch));
+    this.#launching.add(relaunch);
   }
 
   serve(conn: Deno.TcpConn): Promise<void> {
@@ -376,6 +386,7 @@ class PoolRunner<O> implements Runner {
 
   async stop(): Promise<void> {
     this.#stopping = true;
+    await Promise.all([...this.#launching]);
     const guests = this.#slots.filter((g): g is Guest => g !== null);
     for (const guest of guests) {
       for (const conn of guest.conns.values()) conn.finish();
@@ -454,6 +465,7 @@ function childFactory(permissions: string[]): GuestFactory {
     const writer = child.stdin.getWriter();
     let broken = false;
     const exited = (async () => {
+      let why: string | null = null;
       const frames = new FrameDecoder();
       const reader = child.stdout.getReader();
       try {
@@ -463,15 +475,19 @@ function childFactory(permissions: string[]): GuestFactory {
           for (const message of frames.push(value)) onMessage(message as GuestMessage);
         }
       } catch (err) {
+        why = `bad output from child: ${(err as Error).message}`;
+        await reader.cancel().catch(() => {});
         try {
           child.kill("SIGKILL");
         } catch {
           // Gone already.
         }
-        return `bad output from child: ${(err as Error).message}`;
       }
       const status = await child.status;
-      return status.signal ? `killed by ${status.signal}` : `exit code ${status.code}`;
+      // Release our end of its stdin too (a no-op when stop() closed it).
+      broken = true;
+      await writer.abort().catch(() => {});
+      return why ?? (status.signal ? `killed by ${status.signal}` : `exit code ${status.code}`);
     })();
     return {
       conns: new Map(),
