@@ -1,0 +1,130 @@
+/**
+ * echo_server.ts run the way a student runs it: `deno run`, the handout's
+ * `nc` check, flags good and bad, missing permissions, and Ctrl-C.
+ */
+
+import assert from "node:assert/strict";
+import { type Mode, MODES } from "../lib/concurrency.ts";
+import { haveCommand, readAll, runScript, startScript } from "./helpers.ts";
+
+const PERMISSIONS: Record<Mode, string[]> = {
+  async: ["--allow-net"],
+  worker: ["--allow-net", "--allow-read=."],
+  process: ["--allow-net", "--allow-read=.", "--allow-run"],
+};
+
+for (const mode of MODES) {
+  Deno.test({
+    name:
+      `echo_server.ts --mode ${mode} passes the handout's check: echo "Foobar" | nc localhost PORT -q 1`,
+    ignore: !haveCommand("nc"),
+    async fn() {
+      await using server = await startScript("echo_server.ts", ["--port", "0", "--mode", mode], {
+        permissions: PERMISSIONS[mode],
+      });
+      const nc = await new Deno.Command("sh", {
+        args: ["-c", `echo "Foobar" | nc localhost ${server.port} -q 1`],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      assert.equal(new TextDecoder().decode(nc.stdout), "Foobar\n");
+      // The server told us who connected and what arrived.
+      await server.waitFor(/Connected by 127\.0\.0\.1:\d+/);
+      await server.waitFor(/sent 7 B: "Foobar\\n"/);
+      await server.waitFor(/Closed 127\.0\.0\.1:\d+ .*echoed 7 B/);
+      const status = await server.stop("SIGTERM");
+      assert.equal(status.code, 0, server.lines.join("\n"));
+    },
+  });
+}
+
+Deno.test("echo_server.ts --quiet prints only the listening line", async () => {
+  await using server = await startScript("echo_server.ts", ["--port", "0", "--quiet"]);
+  const conn = await Deno.connect({ port: server.port });
+  await conn.write(new TextEncoder().encode("hi"));
+  await conn.closeWrite();
+  assert.equal(new TextDecoder().decode(await readAll(conn)), "hi");
+  conn.close();
+  await server.stop();
+  assert.deepEqual(server.lines.filter((l) => !l.includes("stopping")).length, 1);
+});
+
+Deno.test("echo_server.ts --max-conns closes connections beyond the limit with a log line", async () => {
+  await using server = await startScript("echo_server.ts", ["--port", "0", "--max-conns", "1"]);
+  const first = await Deno.connect({ port: server.port });
+  try {
+    await server.waitFor(/Connected by/);
+    const second = await Deno.connect({ port: server.port });
+    assert.equal((await readAll(second)).length, 0);
+    second.close();
+    await server.waitFor(/refused 127\.0\.0\.1:\d+: already serving 1 connections/);
+    await first.write(new TextEncoder().encode("ok"));
+    await first.closeWrite();
+    assert.equal(new TextDecoder().decode(await readAll(first)), "ok");
+  } finally {
+    first.close();
+  }
+});
+
+Deno.test("echo_server.ts --help prints the usage and exits 0", async () => {
+  const result = await runScript("echo_server.ts", ["--help"]);
+  assert.equal(result.code, 0);
+  assert.match(
+    new TextDecoder().decode(result.stdout),
+    /usage: deno run --allow-net echo_server\.ts/,
+  );
+});
+
+for (
+  const [args, message] of [
+    [["--port", "abc"], /--port must be a whole number from 0 to 65535, got "abc"/],
+    [["--port", "70000"], /--port must be a whole number from 0 to 65535, got "70000"/],
+    [["--mode", "threads"], /--mode must be one of async, worker, process, got "threads"/],
+    [["--max-conns", "-1"], /--max-conns/],
+    [["--bogus"], /Unknown option '--bogus'/],
+  ] as const
+) {
+  Deno.test(`echo_server.ts ${args.join(" ")} prints one line and the usage, exit 2`, async () => {
+    const result = await runScript("echo_server.ts", [...args]);
+    assert.equal(result.code, 2);
+    const [first, second] = result.stderr.split("\n");
+    assert.match(first, message);
+    assert.match(second, /^usage:/);
+    assert.doesNotMatch(result.stderr, /\n\s+at /);
+  });
+}
+
+Deno.test("echo_server.ts on a port in use names the port and exits 1", async () => {
+  using taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const result = await runScript("echo_server.ts", ["--port", String(taken.addr.port)]);
+  assert.equal(result.code, 1);
+  assert.equal(
+    result.stderr.trim(),
+    `error: port ${taken.addr.port} is already in use on 127.0.0.1 (another server running?)`,
+  );
+});
+
+for (
+  const [mode, flag] of [["worker", "--allow-read"], ["process", "--allow-run"]] as const
+) {
+  Deno.test(`echo_server.ts --mode ${mode} without ${flag} says which flag is missing, exit 1`, async () => {
+    const permissions = mode === "worker" ? ["--allow-net"] : ["--allow-net", "--allow-read=."];
+    const result = await runScript("echo_server.ts", ["--port", "0", "--mode", mode], {
+      permissions,
+    });
+    assert.equal(result.code, 1);
+    const lines = result.stderr.trim().split("\n");
+    assert.equal(lines.length, 1, result.stderr);
+    assert.match(lines[0], new RegExp(`--mode ${mode} needs .*${flag}`));
+  });
+}
+
+Deno.test("echo_server.ts stops on Ctrl-C (SIGINT), closing live connections, exit 0", async () => {
+  await using server = await startScript("echo_server.ts", ["--port", "0"]);
+  const conn = await Deno.connect({ port: server.port });
+  await server.waitFor(/Connected by/);
+  const status = await server.stop("SIGINT");
+  assert.equal(status.code, 0);
+  assert.equal((await readAll(conn)).length, 0);
+  conn.close();
+});
