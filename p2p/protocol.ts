@@ -1,0 +1,338 @@
+/**
+ * The P2P file synchronizer's tracker protocol as data: the message shapes,
+ * strict parsers for both directions, the encoder that writes each message
+ * as one line of JSON exactly as the course's Python programs do, and the
+ * file-name check every peer applies before it serves or writes a name.
+ *
+ * Wire format (see `PROTOCOL.md` beside this file): one JSON object per line,
+ * UTF-8, ending in `\n`. A peer sends `{"port": P, "files": [...]}` (Init) or
+ * `{"port": P}` (KeepAlive); the tracker answers each with the directory
+ * `{"name": {"ip": ..., "port": ..., "mtime": ...}, ...}`. Our extra fields
+ * (`size`, `sha256`, `holders`) are ignored by the course's programs.
+ *
+ * @example
+ * ```ts
+ * import { encodeLine, parsePeerMessage } from "./p2p/protocol.ts";
+ * const msg = parsePeerMessage('{"port": 8001, "files": [{"name": "a.txt", "mtime": 1700000000}]}');
+ * encodeLine({ port: msg.port }); // the bytes of '{"port": 8001}\n'
+ * ```
+ * @module
+ */
+
+/**
+ * Longest message line the tracker accepts from a peer: room for an Init
+ * listing several thousand files with sizes and hashes; anything longer
+ * closes that connection.
+ */
+export const TRACKER_MAX_LINE_BYTES = 1024 * 1024; // bytes
+
+/**
+ * Longest directory line a peer should accept from a tracker: the directory
+ * lists every peer's files, so it may be far longer than one Init.
+ */
+export const DIRECTORY_MAX_LINE_BYTES = 16 * 1024 * 1024; // bytes
+
+/** Longest file name, as most Linux file systems allow. */
+export const MAX_FILE_NAME_BYTES = 255; // bytes of UTF-8
+
+/** One shared file as a peer announces it. */
+export interface FileInfo {
+  /** A plain file name, no folders. */
+  name: string;
+  /** Modification time in seconds since the epoch (whole seconds on the wire). */
+  mtime: number;
+  /** Extension: length in bytes. */
+  size?: number;
+  /** Extension: SHA-256 of the contents, 64 lowercase hex digits. */
+  sha256?: string;
+}
+
+/** Init (`files` present) or KeepAlive (`files` may be present: a changed list). */
+export interface PeerMessage {
+  /** The port on which this peer serves files. */
+  port: number;
+  /** The files it shares. */
+  files?: FileInfo[];
+}
+
+/** One peer that holds a file, and the version it holds. */
+export interface Holder {
+  /** The peer's IP address as the tracker saw it on the socket. */
+  ip: string;
+  /** The peer's file-serving port. */
+  port: number;
+  /** The mtime of that peer's copy. */
+  mtime: number;
+}
+
+/** Where to fetch one file: the holder of its newest version. */
+export interface DirectoryEntry {
+  /** The chosen holder's IP. */
+  ip: string;
+  /** The chosen holder's file-serving port. */
+  port: number;
+  /** The newest mtime known for this name. */
+  mtime: number;
+  /** Extension: length in bytes of the newest version, when its holder said. */
+  size?: number;
+  /** Extension: SHA-256 of the newest version, when its holder said. */
+  sha256?: string;
+  /** Extension: every live holder of the newest version, the chosen one included. */
+  holders?: Holder[];
+}
+
+/** The tracker's answer: file name to entry. */
+export type Directory = Record<string, DirectoryEntry>;
+
+/** A message that breaks the protocol; the reason says how. */
+export class ProtocolError extends Error {
+  override name = "ProtocolError";
+}
+
+type Json = Record<string, unknown>;
+
+function parseJsonObject(line: string, what: string): Json {
+  let value: unknown;
+  try {
+    value = JSON.parse(line);
+  } catch (err) {
+    throw new ProtocolError(`invalid JSON: ${(err as Error).message}`);
+  }
+  if (!isPlainObject(value)) {
+    throw new ProtocolError(`${what} must be a JSON object, got ${describe(value)}`);
+  }
+  return value;
+}
+
+function isPlainObject(value: unknown): value is Json {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** Names a JSON value's type and shows a short sample, for error messages. */
+function describe(value: unknown): string {
+  const kind = value === null ? "null" : Array.isArray(value) ? "an array" : typeof value;
+  const text = JSON.stringify(value) ?? String(value);
+  return `${kind} ${text.length > 40 ? text.slice(0, 40) + "…" : text}`;
+}
+
+function checkPort(value: unknown, where: string): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 1 || value > 65535) {
+    throw new ProtocolError(
+      `${where} must be a whole number from 1 to 65535, got ${describe(value)}`,
+    );
+  }
+  return value;
+}
+
+function checkMtime(value: unknown, where: string): number {
+  if (typeof value !== "number" || !Number.isFinite(value) || value < 0) {
+    throw new ProtocolError(`${where} must be a number of seconds >= 0, got ${describe(value)}`);
+  }
+  return value;
+}
+
+function checkSize(value: unknown, where: string): number {
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) {
+    throw new ProtocolError(
+      `${where} must be a whole number of bytes >= 0, got ${describe(value)}`,
+    );
+  }
+  return value;
+}
+
+function checkSha256(value: unknown, where: string): string {
+  if (typeof value !== "string" || !/^[0-9a-f]{64}$/.test(value)) {
+    throw new ProtocolError(`${where} must be 64 lowercase hex digits, got ${describe(value)}`);
+  }
+  return value;
+}
+
+function checkIp(value: unknown, where: string): string {
+  if (typeof value !== "string" || value === "" || value.length > 64) {
+    throw new ProtocolError(`${where} must be an IP address string, got ${describe(value)}`);
+  }
+  return value;
+}
+
+function parseFileInfo(value: unknown, where: string): FileInfo {
+  if (!isPlainObject(value)) {
+    throw new ProtocolError(`${where} must be an object, got ${describe(value)}`);
+  }
+  if (typeof value.name !== "string") {
+    throw new ProtocolError(`${where}.name must be a string, got ${describe(value.name)}`);
+  }
+  const info: FileInfo = { name: value.name, mtime: checkMtime(value.mtime, `${where}.mtime`) };
+  if (value.size !== undefined) info.size = checkSize(value.size, `${where}.size`);
+  if (value.sha256 !== undefined) info.sha256 = checkSha256(value.sha256, `${where}.sha256`);
+  return info;
+}
+
+/**
+ * Parses one line a peer sent to the tracker (Init or KeepAlive). Types are
+ * checked strictly; fields we do not know are ignored, as the course's
+ * tracker ignores them. File names are only checked to be strings: whether a
+ * name is safe is {@linkcode isSafeFileName}'s question.
+ *
+ * @example
+ * ```ts
+ * parsePeerMessage('{"port": 8001}'); // { port: 8001 }
+ * parsePeerMessage('{"port": "8001"}'); // throws ProtocolError
+ * ```
+ * @throws {ProtocolError} with the reason, on anything else.
+ */
+export function parsePeerMessage(line: string): PeerMessage {
+  const value = parseJsonObject(line, "message");
+  if (value.port === undefined) {
+    if ("serverip" in value || "serverport" in value) {
+      throw new ProtocolError("the TLS key query is not supported by this tracker");
+    }
+    throw new ProtocolError(`message has no "port" field`);
+  }
+  const message: PeerMessage = { port: checkPort(value.port, "port") };
+  if (value.files !== undefined) {
+    if (!Array.isArray(value.files)) {
+      throw new ProtocolError(`files must be an array, got ${describe(value.files)}`);
+    }
+    message.files = value.files.map((f, i) => parseFileInfo(f, `files[${i}]`));
+  }
+  return message;
+}
+
+function parseHolder(value: unknown, where: string): Holder {
+  if (!isPlainObject(value)) {
+    throw new ProtocolError(`${where} must be an object, got ${describe(value)}`);
+  }
+  return {
+    ip: checkIp(value.ip, `${where}.ip`),
+    port: checkPort(value.port, `${where}.port`),
+    mtime: checkMtime(value.mtime, `${where}.mtime`),
+  };
+}
+
+function parseEntry(value: unknown, where: string): DirectoryEntry {
+  if (!isPlainObject(value)) {
+    throw new ProtocolError(`${where} must be an object, got ${describe(value)}`);
+  }
+  const entry: DirectoryEntry = {
+    ip: checkIp(value.ip, `${where}.ip`),
+    port: checkPort(value.port, `${where}.port`),
+    mtime: checkMtime(value.mtime, `${where}.mtime`),
+  };
+  if (value.size !== undefined) entry.size = checkSize(value.size, `${where}.size`);
+  if (value.sha256 !== undefined) entry.sha256 = checkSha256(value.sha256, `${where}.sha256`);
+  if (value.holders !== undefined) {
+    if (!Array.isArray(value.holders)) {
+      throw new ProtocolError(`${where}.holders must be an array, got ${describe(value.holders)}`);
+    }
+    entry.holders = value.holders.map((h, i) => parseHolder(h, `${where}.holders[${i}]`));
+  }
+  return entry;
+}
+
+/**
+ * Parses one directory line from a tracker, as strictly as
+ * {@linkcode parsePeerMessage}. Names are returned as they came: check each
+ * with {@linkcode isSafeFileName} before using it as a path.
+ *
+ * @example
+ * ```ts
+ * parseDirectory('{"a.txt": {"ip": "10.0.0.2", "port": 8001, "mtime": 1700000000}}');
+ * ```
+ * @throws {ProtocolError} with the reason.
+ */
+export function parseDirectory(line: string): Directory {
+  const value = parseJsonObject(line, "directory");
+  // fromEntries defines own properties, so even a name like "__proto__" stays an entry.
+  return Object.fromEntries(
+    Object.entries(value).map(([name, entry]) => [name, parseEntry(entry, describeName(name))]),
+  );
+}
+
+function describeName(name: string): string {
+  return `entry ${JSON.stringify(name.length > 40 ? name.slice(0, 40) + "…" : name)}`;
+}
+
+/**
+ * Writes a value as Python's `json.dumps()` does with its defaults: `", "`
+ * and `": "` between items, every character outside printable ASCII escaped
+ * as `\uXXXX`. So our messages are byte for byte those of the course's
+ * programs, and `nc` shows the same conversation.
+ *
+ * @example
+ * ```ts
+ * encodeJson({ port: 8001, files: [] }); // '{"port": 8001, "files": []}'
+ * ```
+ */
+export function encodeJson(value: unknown): string {
+  if (value === null) return "null";
+  switch (typeof value) {
+    case "boolean":
+      return value ? "true" : "false";
+    case "number":
+      if (!Number.isFinite(value)) throw new TypeError(`cannot encode ${value} as JSON`);
+      return String(value);
+    case "string":
+      return encodeString(value);
+    case "object": {
+      if (Array.isArray(value)) return `[${value.map(encodeJson).join(", ")}]`;
+      const items = Object.entries(value as Json)
+        .filter(([, v]) => v !== undefined)
+        .map(([k, v]) => `${encodeString(k)}: ${encodeJson(v)}`);
+      return `{${items.join(", ")}}`;
+    }
+    default:
+      throw new TypeError(`cannot encode a ${typeof value} as JSON`);
+  }
+}
+
+const SHORT_ESCAPES: Record<string, string> = {
+  '"': '\\"',
+  "\\": "\\\\",
+  "\n": "\\n",
+  "\r": "\\r",
+  "\t": "\\t",
+  "\b": "\\b",
+  "\f": "\\f",
+};
+
+function encodeString(text: string): string {
+  // Python escapes everything outside " " to "~", one UTF-16 unit at a time.
+  return `"${
+    text.replace(
+      /[^ -~]|["\\]/g,
+      (c) => SHORT_ESCAPES[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+    )
+  }"`;
+}
+
+/**
+ * One message as it goes on the wire: {@linkcode encodeJson} plus `\n`.
+ *
+ * @example
+ * ```ts
+ * new TextDecoder().decode(encodeLine({ port: 8001 })); // '{"port": 8001}\n'
+ * ```
+ */
+export function encodeLine(value: unknown): Uint8Array {
+  return new TextEncoder().encode(encodeJson(value) + "\n");
+}
+
+/**
+ * Whether `name` may be used as a file name directly inside a shared
+ * folder: not empty, not `.` or `..`, no `/` or `\`, no control characters
+ * (NUL included), valid Unicode, at most 255 bytes of UTF-8. Peers check
+ * every name both when serving a request and before writing a download.
+ *
+ * @example
+ * ```ts
+ * isSafeFileName("notes.txt"); // true
+ * isSafeFileName("../etc/passwd"); // false
+ * ```
+ */
+export function isSafeFileName(name: string): boolean {
+  if (typeof name !== "string" || name === "" || name === "." || name === "..") return false;
+  // deno-lint-ignore no-control-regex
+  if (/[/\\\u0000-\u001f\u007f-\u009f]/.test(name)) return false;
+  if (!name.isWellFormed()) return false;
+  return new TextEncoder().encode(name).length <= MAX_FILE_NAME_BYTES;
+}
