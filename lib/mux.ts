@@ -21,10 +21,20 @@
  * @module
  */
 
-import { type Connection, READ_BUFFER_BYTES, writeAll } from "./net.ts";
+import { type Connection, writeAll } from "./net.ts";
 
 /** Unacknowledged bytes allowed per connection and direction. */
-export const WINDOW_BYTES = 512 * 1024;
+export const WINDOW_BYTES = 1024 * 1024;
+
+/**
+ * Bytes the host asks for per socket read when relaying: larger than a
+ * handler's reads, because every chunk costs a message between threads or
+ * processes, and fewer, larger messages move more bytes per second.
+ */
+export const RELAY_READ_BYTES = 256 * 1024;
+
+/** The guest acknowledges what its handler read once this much piles up (or it caught up). */
+const ACK_BATCH_BYTES = WINDOW_BYTES / 4;
 
 /** How a guest finds its handler: a module URL and the exported function's name. */
 export interface HandlerRef {
@@ -255,7 +265,7 @@ export class HostConn {
           await new Promise<void>((resolve) => this.#wakeReader = resolve);
           continue;
         }
-        const buffer = new Uint8Array(READ_BUFFER_BYTES);
+        const buffer = new Uint8Array(RELAY_READ_BYTES);
         const n = await this.conn.read(buffer);
         if (this.#finished) return;
         if (n === null) {
@@ -318,6 +328,7 @@ export class RemoteConn implements Connection {
   #closed = false;
   #wroteEof = false;
   #unacked = 0;
+  #consumed = 0; // bytes read by the handler, not yet acknowledged to the host
   #wakeRead: (() => void) | null = null;
   #wakeWrite: (() => void) | null = null;
 
@@ -356,7 +367,11 @@ export class RemoteConn implements Connection {
         p.set(head.subarray(0, n));
         if (n === head.length) this.#chunks.shift();
         else this.#chunks[0] = head.subarray(n);
-        this.link.send({ t: "ack", id: this.id, n });
+        this.#consumed += n;
+        if (this.#consumed >= ACK_BATCH_BYTES || this.#chunks.length === 0) {
+          this.link.send({ t: "ack", id: this.id, n: this.#consumed });
+          this.#consumed = 0;
+        }
         return n;
       }
       if (this.#error) throw this.#error;
