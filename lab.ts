@@ -1,0 +1,271 @@
+#!/usr/bin/env -S deno run --allow-net --allow-read --allow-write --allow-run --allow-env
+/**
+ * The whole of Lab 2, offline, in one command: `deno task lab`.
+ *
+ * A local web server stands in for www.google.com; then, in the handouts'
+ * order, each step runs our script the way you would type it, shows what
+ * happened, and answers the handout's question for Deno. Every step checks
+ * its own result: any failure prints one line and exits 1.
+ *
+ * @module
+ */
+
+import { CliError, parseCli, runMain } from "./lib/cli.ts";
+import { type Mode, MODES } from "./lib/concurrency.ts";
+import { READ_BUFFER_BYTES, writeAll } from "./lib/net.ts";
+import { startOrigin } from "./lib/origin.ts";
+import { runScript, type Script, startScript } from "./lib/scripts.ts";
+
+const USAGE = `usage: deno task lab [--step N]
+Runs every step of the lab on loopback (about half a minute), or only step N.`;
+
+/** Permissions each concurrency mode needs, exactly as the README gives them. */
+const MODE_PERMISSIONS: Record<Mode, string[]> = {
+  async: ["--allow-net"],
+  worker: ["--allow-net", "--allow-read=."],
+  process: ["--allow-net", "--allow-read=.", "--allow-run"],
+};
+
+/** Clients each mode serves at once in the side-by-side step. */
+const SIDE_BY_SIDE_CLIENTS = 20;
+
+const useColour = Deno.stdout.isTerminal() && !Deno.env.get("NO_COLOR");
+const paint = (code: number) => (text: string) => useColour ? `\x1b[${code}m${text}\x1b[0m` : text;
+const bold = paint(1);
+const dim = paint(2);
+const green = paint(32);
+const cyan = paint(36);
+
+/** One step of the walk-through. */
+interface Step {
+  title: string;
+  /** Runs the step; throws {@linkcode CliError} with one line when it fails. */
+  run(context: LabContext): Promise<void>;
+}
+
+/** What the steps share: the stand-in web server. */
+interface LabContext {
+  originPort: number;
+}
+
+function say(line = ""): void {
+  console.log(line);
+}
+
+function command(line: string): void {
+  say(`  ${cyan("$")} ${line}`);
+}
+
+function output(text: string, maxLines = 8): void {
+  const lines = text.replace(/\n$/, "").split("\n");
+  for (const line of lines.slice(0, maxLines)) say(dim(`    ${line}`));
+  if (lines.length > maxLines) say(dim(`    … ${lines.length - maxLines} more lines`));
+}
+
+function answer(question: string, text: string): void {
+  say(`  ${bold(question)}`);
+  for (const line of text.split("\n")) say(`    ${line}`);
+}
+
+function check(ok: boolean, failure: string): void {
+  if (!ok) throw new CliError(failure);
+}
+
+function haveNc(): boolean {
+  try {
+    return new Deno.Command("sh", { args: ["-c", "command -v nc"], stdout: "null" }).outputSync()
+      .success;
+  } catch {
+    return false;
+  }
+}
+
+const STEPS: Step[] = [
+  {
+    title: "Client: ask a web server for a page (client.ts)",
+    async run({ originPort }) {
+      const args = ["--host", "127.0.0.1", "--port", String(originPort)];
+      command(`deno run --allow-net client.ts ${args.join(" ")}`);
+      const result = await runScript("client.ts", args);
+      const page = new TextDecoder().decode(result.stdout);
+      check(result.code === 0, `client.ts failed: ${result.stderr.trim()}`);
+      check(page.startsWith("HTTP/1.0 200 OK"), "client.ts did not print an HTTP 200 reply");
+      output(result.stderr, 4);
+      output(page, 6);
+      answer(
+        "Question 1: how do you ask for a TCP socket?",
+        `Deno.connect({ hostname, port }) opens a TCP connection (transport "tcp" is the default);
+IPv4 or IPv6 follows from the address the name resolves to. There is no separate socket() step.`,
+      );
+      answer(
+        "Question 5: what does reading return once the server has sent everything?",
+        `conn.read(buffer) resolves to null (Python's recv() gives b""). client.ts half-closes
+after its request (closeWrite), the server replies and closes, and the null ends the loop.`,
+      );
+    },
+  },
+  {
+    title: "Echo server, checked with the handout's nc command (echo_server.ts)",
+    async run() {
+      command("deno run --allow-net echo_server.ts --port 0   # the lab uses 8001");
+      await using server = await startScript("echo_server.ts", ["--port", "0"]);
+      let echoed: string;
+      if (haveNc()) {
+        command(`echo "Foobar" | nc localhost ${server.port} -q 1`);
+        const nc = await new Deno.Command("sh", {
+          args: ["-c", `echo "Foobar" | nc localhost ${server.port} -q 1`],
+          stdout: "piped",
+          stderr: "piped",
+        }).output();
+        echoed = new TextDecoder().decode(nc.stdout);
+      } else {
+        say(dim("  (nc is not installed: using client.ts --message instead)"));
+        const args = [
+          "--host",
+          "127.0.0.1",
+          "--port",
+          String(server.port),
+          "--message",
+          "Foobar\n",
+        ];
+        command(`deno run --allow-net client.ts ${args.join(" ")}`);
+        echoed = new TextDecoder().decode((await runScript("client.ts", args)).stdout);
+      }
+      output(echoed);
+      check(
+        echoed === "Foobar\n",
+        `the echo server answered ${JSON.stringify(echoed)}, not "Foobar\\n"`,
+      );
+      await server.waitFor(/^Closed /);
+      say("  the server printed:");
+      output(server.lines.join("\n"));
+      answer(
+        "Question 2: client socket or server socket?",
+        `Deno.connect() gives a client connection (a Deno.Conn) that you read and write.
+Deno.listen() gives a Deno.Listener bound to a port; each accept() hands you a new Deno.Conn
+for one client, while the listener keeps waiting for the next.`,
+      );
+      answer(
+        "Question 4: what do we learn about an incoming connection?",
+        `conn.remoteAddr holds the client's IP address and port (its ephemeral port), and
+conn.localAddr our own end: together the socket pair that names this connection.`,
+      );
+    },
+  },
+  {
+    title: "Reusing the port at once (the SO_REUSEADDR question)",
+    async run() {
+      // Make the server's side of a connection close first, so it sits in TIME_WAIT.
+      const first = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const port = first.addr.port;
+      const client = await Deno.connect({ port });
+      const accepted = await first.accept();
+      accepted.close();
+      first.close();
+      await client.read(new Uint8Array(1));
+      client.close();
+      const timeWait = new TextDecoder().decode(
+        (await new Deno.Command("sh", {
+          args: ["-c", `ss -tan state time-wait '( sport = :${port} )' 2>/dev/null | tail -n +2`],
+          stdout: "piped",
+        }).output()).stdout,
+      ).trim();
+      if (timeWait) output(timeWait, 2);
+      let rebound = false;
+      try {
+        Deno.listen({ hostname: "127.0.0.1", port }).close();
+        rebound = true;
+      } catch (err) {
+        throw new CliError(`could not listen on port ${port} again: ${(err as Error).message}`);
+      }
+      check(rebound, "rebinding failed");
+      say(
+        `  listened on port ${port} again right away${
+          timeWait ? ", with a connection in TIME_WAIT" : ""
+        }`,
+      );
+      answer(
+        "Question 3: how do we let the OS reuse the port?",
+        `Python needs setsockopt(SOL_SOCKET, SO_REUSEADDR, 1). Deno.listen() sets SO_REUSEADDR
+itself on Linux and macOS, so a restarted server binds again at once, as shown above.
+(reusePort: true, for SO_REUSEPORT, is a different option and still needs --unstable-net.)`,
+      );
+    },
+  },
+  {
+    title: `Many clients at once: the three concurrency modes side by side`,
+    async run() {
+      const payload = new Uint8Array(64 * 1024).map((_, i) => (i * 31) & 0xff);
+      for (const mode of MODES) {
+        const perms = MODE_PERMISSIONS[mode];
+        command(`deno run ${perms.join(" ")} echo_server.ts --mode ${mode} --quiet --port 0`);
+        await using server: Script = await startScript(
+          "echo_server.ts",
+          ["--mode", mode, "--quiet", "--port", "0"],
+          { permissions: perms },
+        );
+        const started = performance.now();
+        const results = await Promise.all(
+          Array.from({ length: SIDE_BY_SIDE_CLIENTS }, () => echoOnce(server.port, payload)),
+        );
+        const ms = performance.now() - started;
+        const exact = results.filter((r) => r === payload.length).length;
+        check(
+          exact === SIDE_BY_SIDE_CLIENTS,
+          `${mode} mode echoed ${exact} of ${SIDE_BY_SIDE_CLIENTS} clients exactly`,
+        );
+        say(
+          `    ${green("✓")} ${
+            mode.padEnd(7)
+          } ${SIDE_BY_SIDE_CLIENTS} clients × 64 KiB echoed byte for byte in ${ms.toFixed(0)} ms`,
+        );
+      }
+      answer(
+        "Forking, in Deno",
+        `Deno has no fork(). async mode serves every client on one event loop (the fastest here);
+worker mode runs each connection's handler in a warm pool of Web Workers; process mode in a
+warm pool of deno child processes, fed through their stdin and stdout. Same handler in all three.`,
+      );
+    },
+  },
+];
+
+// Sends `data`, half-closes, and counts the bytes echoed back.
+async function echoOnce(port: number, data: Uint8Array): Promise<number> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    const sending = writeAll(conn, data).then(() => conn.closeWrite());
+    const buffer = new Uint8Array(READ_BUFFER_BYTES);
+    let received = 0;
+    let same = true;
+    while (true) {
+      const n = await conn.read(buffer);
+      if (n === null) break;
+      for (let i = 0; i < n; i++) if (buffer[i] !== data[received + i]) same = false;
+      received += n;
+    }
+    await sending;
+    return same ? received : -1;
+  } finally {
+    conn.close();
+  }
+}
+
+async function main(): Promise<void> {
+  const { values } = parseCli(Deno.args, USAGE, { step: { type: "string" } });
+  const only = values.step === undefined ? null : Number(values.step);
+  await using origin = await startOrigin();
+  say(bold("Lab 2 on loopback"));
+  say(`a local web server stands in for www.google.com on 127.0.0.1:${origin.addr.port}`);
+  const started = performance.now();
+  for (const [i, step] of STEPS.entries()) {
+    if (only !== null && only !== i + 1) continue;
+    say();
+    say(bold(`Step ${i + 1}. ${step.title}`));
+    await step.run({ originPort: origin.addr.port });
+  }
+  say();
+  say(green(`All steps passed in ${((performance.now() - started) / 1000).toFixed(1)} s.`));
+}
+
+if (import.meta.main) runMain(USAGE, main);
