@@ -1,0 +1,196 @@
+#!/usr/bin/env -S deno run --allow-net
+/**
+ * A client for the proxy server: it connects to the proxy (not to the web
+ * server), sends an HTTP GET meant for `--host`, half-closes, and prints
+ * every byte of the reply that the proxy relays back.
+ *
+ * Run it: `deno run --allow-net proxy_client.ts` (proxy on 127.0.0.1:8080,
+ * started with `deno run --allow-net proxy_server.ts`).
+ * Many clients at once: `--count 10` prints one summary line per client and
+ * a total instead of the pages.
+ *
+ * Lab 2 step answered: "proxy client" (and running several at the same time
+ * against the forking proxy). The reply goes to stdout byte for byte, the
+ * summary to stderr, so `proxy_client.ts > page.html` saves the page.
+ *
+ * @module
+ */
+
+import { buildGetRequest } from "./client.ts";
+import {
+  CliError,
+  errorMessage,
+  type HostPort,
+  parseCli,
+  parseCount,
+  parseHostPort,
+  runMain,
+  UsageError,
+} from "./lib/cli.ts";
+import { elapsedMs, formatBytes, preview } from "./lib/log.ts";
+import { connectTo, formatAddr, READ_BUFFER_BYTES, writeAll, type Writer } from "./lib/net.ts";
+
+/** Where the lab's proxy listens. */
+const DEFAULT_PROXY: HostPort = { hostname: "127.0.0.1", port: 8080 };
+/** Seconds allowed to connect to the proxy. */
+const CONNECT_TIMEOUT_SECONDS = 10;
+/** Bytes of the reply searched for its first line. */
+const STATUS_LINE_BYTES = 256;
+
+/** Options for {@linkcode fetchThroughProxy}. */
+export interface ProxyFetchOptions {
+  /** The proxy to connect to. @default {{ hostname: "127.0.0.1", port: 8080 }} */
+  proxy?: HostPort;
+  /** The web server the request is meant for (its `Host:` header). @default {"www.google.com"} */
+  host?: string;
+  /** Page to ask for. @default {"/"} */
+  path?: string;
+  /** Where the reply's bytes go; `null` only counts them. @default {Deno.stdout} */
+  output?: Writer | null;
+}
+
+/** What came back through the proxy. */
+export interface ProxyFetchResult {
+  /** The reply's first line (`HTTP/1.0 200 OK`), or `(empty reply)`. */
+  statusLine: string;
+  /** Bytes received until the proxy closed its side. */
+  bytes: number;
+  /** Milliseconds from connecting to the end of the reply. */
+  ms: number;
+}
+
+/**
+ * Connects to the proxy, sends the GET, half-closes ("that is all I will
+ * send"), and reads until the proxy closes its side.
+ *
+ * @example
+ * ```ts
+ * import { fetchThroughProxy } from "./proxy_client.ts";
+ * const result = await fetchThroughProxy({ output: null });
+ * console.log(`${result.statusLine}: ${result.bytes} bytes`);
+ * ```
+ */
+export async function fetchThroughProxy(
+  options: ProxyFetchOptions = {},
+): Promise<ProxyFetchResult> {
+  const proxy = options.proxy ?? DEFAULT_PROXY;
+  const output = options.output === undefined ? Deno.stdout : options.output;
+  const started = performance.now();
+  const where = formatAddr(proxy);
+  let conn: Deno.TcpConn;
+  try {
+    conn = await connectTo(proxy.hostname, proxy.port, CONNECT_TIMEOUT_SECONDS);
+  } catch (err) {
+    const hint = /refused/.test(errorMessage(err)) ? " (is proxy_server.ts running?)" : "";
+    throw new CliError(`${errorMessage(err)}${hint}`);
+  }
+  let bytes = 0;
+  try {
+    // The proxy passes our bytes on unchanged, so the request names the real web server.
+    const request = buildGetRequest(options.host ?? "www.google.com", 80, options.path ?? "/");
+    await writeAll(conn, new TextEncoder().encode(request));
+    await conn.closeWrite();
+
+    const head = new Uint8Array(STATUS_LINE_BYTES);
+    let headBytes = 0;
+    const buffer = new Uint8Array(READ_BUFFER_BYTES);
+    while (true) {
+      const n = await conn.read(buffer);
+      if (n === null) break;
+      const chunk = buffer.subarray(0, n);
+      if (headBytes < head.length) {
+        const take = Math.min(n, head.length - headBytes);
+        head.set(chunk.subarray(0, take), headBytes);
+        headBytes += take;
+      }
+      if (output) await writeAll(output, chunk);
+      bytes += n;
+    }
+    return {
+      statusLine: statusLine(head.subarray(0, headBytes)),
+      bytes,
+      ms: performance.now() - started,
+    };
+  } catch (err) {
+    if (err instanceof CliError) throw err;
+    throw new CliError(
+      `connection to ${where} failed after ${formatBytes(bytes)} of the reply: ${
+        errorMessage(err)
+      }`,
+    );
+  } finally {
+    conn.close();
+  }
+}
+
+/** The reply's first line, shown safely even when it is not text. */
+function statusLine(head: Uint8Array): string {
+  if (head.length === 0) return "(empty reply)";
+  const end = head.indexOf(0x0a);
+  const line = head.subarray(0, end === -1 ? head.length : end);
+  const text = preview(line.at(-1) === 0x0d ? line.subarray(0, -1) : line, 80);
+  // Plain text needs no quotes; escapes or a cut line keep them.
+  return /^"[ -~]*"$/.test(text) && !text.includes("\\") ? text.slice(1, -1) : text;
+}
+
+const USAGE = `usage: deno run --allow-net proxy_client.ts [options]
+  --proxy HOST:PORT   the proxy to connect to (default 127.0.0.1:8080)
+  --host NAME         web server the GET is meant for, sent as its Host header (default www.google.com)
+  --path PATH         page to GET (default /)
+  --count N           run N clients at once and print a summary line for each (default 1)
+With --count 1 the reply goes to stdout byte for byte and a summary to stderr.`;
+
+async function main(): Promise<number> {
+  const { values } = parseCli(Deno.args, USAGE, {
+    proxy: { type: "string", default: formatAddr(DEFAULT_PROXY) },
+    host: { type: "string", default: "www.google.com" },
+    path: { type: "string", default: "/" },
+    count: { type: "string", default: "1" },
+  });
+  const proxy = parseHostPort(values.proxy as string, "--proxy");
+  const host = values.host as string;
+  const path = values.path as string;
+  const count = parseCount(values.count as string, "--count");
+  if (!/^[^\s/:]+$/.test(host)) {
+    throw new UsageError(`--host must be a bare host name, got "${host}"`);
+  }
+  if (!path.startsWith("/") || /\s/.test(path)) {
+    throw new UsageError(`--path must start with "/" and contain no spaces, got "${path}"`);
+  }
+
+  if (count === 1) {
+    const result = await fetchThroughProxy({ proxy, host, path });
+    console.error(
+      `via ${formatAddr(proxy)}: ${result.statusLine}, ${formatBytes(result.bytes)} in ${
+        result.ms.toFixed(1)
+      } ms`,
+    );
+    return 0;
+  }
+
+  // N clients at once, as if N copies of the program ran side by side.
+  const started = performance.now();
+  let answered = 0;
+  let received = 0;
+  await Promise.all(Array.from({ length: count }, async (_, i) => {
+    const name = `client ${String(i + 1).padStart(String(count).length)}`;
+    try {
+      const result = await fetchThroughProxy({ proxy, host, path, output: null });
+      answered++;
+      received += result.bytes;
+      console.log(
+        `${name}: ${result.statusLine}, ${formatBytes(result.bytes)} in ${result.ms.toFixed(1)} ms`,
+      );
+    } catch (err) {
+      console.log(`${name}: error: ${errorMessage(err)}`);
+    }
+  }));
+  console.log(
+    `total: ${answered} of ${count} clients got a reply, ${formatBytes(received)} in ${
+      elapsedMs(started)
+    }`,
+  );
+  return answered === count ? 0 : 1;
+}
+
+if (import.meta.main) runMain(USAGE, main);
