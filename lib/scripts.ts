@@ -40,13 +40,37 @@ export interface Script extends AsyncDisposable {
  * unless `waitForListening` is false, waits for its "listening on" line.
  * Its stderr is collected into `lines` too, prefixed with `stderr: `.
  */
-export async function startScript(
+export function startScript(
   script: string,
   args: string[],
   options: { permissions?: string[]; waitForListening?: boolean; timeoutMs?: number } = {},
 ): Promise<Script> {
-  const process = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--quiet", ...(options.permissions ?? ["--allow-net"]), script, ...args],
+  return startCommand(
+    Deno.execPath(),
+    ["run", "--quiet", ...(options.permissions ?? ["--allow-net"]), script, ...args],
+    { ...options, label: script },
+  );
+}
+
+/**
+ * Like {@linkcode startScript} for any program: a Python peer, or `deno`
+ * run through `ip netns exec`. Runs `command args` from the project root and,
+ * unless `waitForListening` is false, waits for its "listening on" line.
+ *
+ * @example
+ * ```ts
+ * import { startCommand } from "./lib/scripts.ts";
+ * await using peer = await startCommand("python3", ["peer.py", "127.0.0.1", "9000"]);
+ * ```
+ */
+export async function startCommand(
+  command: string,
+  args: string[],
+  options: { waitForListening?: boolean; timeoutMs?: number; label?: string } = {},
+): Promise<Script> {
+  const script = options.label ?? command;
+  const process = new Deno.Command(command, {
+    args,
     cwd: projectPath("."),
     stdin: "null",
     stdout: "piped",
