@@ -481,7 +481,7 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
           : `error: ${(err as Error).message}`;
       }
     } finally {
-      pc.conn.close();
+      closeQuietly(pc.conn);
       open.delete(pc);
       state.counters.openConnections = open.size;
       if (!quiet && ending !== "rejected") log(`connection from ${pc.who} closed (${ending})`);
@@ -591,7 +591,7 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
       clearInterval(sweeper);
       listener.close();
       await accepting;
-      for (const pc of open) pc.conn.close();
+      for (const pc of open) closeQuietly(pc.conn);
       await Promise.allSettled([...handlers]);
       if (http) await http.shutdown();
     })();
@@ -605,6 +605,15 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
     close,
     [Symbol.asyncDispose]: close,
   };
+}
+
+/** Closes a connection that may already be closed (by `close()` or by its handler). */
+function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // Already closed: nothing left to do.
+  }
 }
 
 function round(x: number): number {
