@@ -39,12 +39,7 @@ import {
   runMain,
   UsageError,
 } from "../lib/cli.ts";
-import {
-  type HandlerContext,
-  type Mode,
-  MODES,
-  serveConnections,
-} from "../lib/concurrency.ts";
+import { type HandlerContext, type Mode, MODES, serveConnections } from "../lib/concurrency.ts";
 import { LineReader, LineTooLongError } from "../lib/lines.ts";
 import { elapsedMs, formatBytes, type Log, preview, printLog, silentLog } from "../lib/log.ts";
 import { type Connection, connectTo, formatAddr, READ_BUFFER_BYTES, writeAll } from "../lib/net.ts";
@@ -73,6 +68,10 @@ const FIRST_PORT = 8000;
 const PORT_SEARCH_SPAN = 1000;
 /** Seconds a client may take to send its file request. */
 const REQUEST_TIMEOUT_SECONDS = 10;
+/** Seconds a served connection may stay open after the file, waiting for the client to close. */
+const LINGER_SECONDS = 30;
+/** Bytes a client may send after its request before we stop waiting for it to close. */
+const LINGER_MAX_BYTES = 64 * 1024;
 /** Files fetched at once; more wait their turn. */
 const PARALLEL_DOWNLOADS = 4;
 /** First wait before reconnecting to the tracker; it doubles up to the maximum. */
@@ -175,9 +174,32 @@ export async function fileRequestHandler(
       return;
     }
     await conn.closeWrite();
+    await lingerUntilClosed(conn);
     say(`sent ${shown} (${formatBytes(sent)}) to ${who} in ${elapsedMs(started)}`);
   } finally {
     file.close();
+  }
+}
+
+/**
+ * Waits until the client has closed its side too (at most {@linkcode LINGER_SECONDS}).
+ * Closing a socket whose last bytes are still in flight hands them to the
+ * kernel, which resets such orphaned sockets when it runs short of memory:
+ * the client would lose the end of the file.
+ */
+async function lingerUntilClosed(conn: Connection): Promise<void> {
+  const timer = setTimeout(() => conn.close(), LINGER_SECONDS * 1000);
+  try {
+    const scratch = new Uint8Array(1024);
+    for (let ignored = 0; ignored < LINGER_MAX_BYTES;) {
+      const n = await conn.read(scratch);
+      if (n === null) return;
+      ignored += n;
+    }
+  } catch {
+    // Reset by the client, or closed by the timer: either way we are done.
+  } finally {
+    clearTimeout(timer);
   }
 }
 

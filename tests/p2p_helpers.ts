@@ -1,0 +1,184 @@
+/**
+ * Test plumbing for the P2P tests: temp folders, files with a given mtime,
+ * a folder's state (names, sizes, mtimes, hashes), waiting for a condition,
+ * and starting the tracker and peers as a student runs them.
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import type { Mode } from "../lib/concurrency.ts";
+import { type Script, startScript } from "./helpers.ts";
+
+export const MIB = 1024 * 1024;
+
+/** A temp folder that `await using` removes with everything in it. */
+export interface TempFolder extends AsyncDisposable {
+  /** Its real path. */
+  readonly path: string;
+}
+
+/** Makes an empty temp folder. */
+export async function tempFolder(prefix = "p2p_test_"): Promise<TempFolder> {
+  const path = await Deno.realPath(await Deno.makeTempDir({ prefix }));
+  return {
+    path,
+    [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }).catch(() => {}),
+  };
+}
+
+/** Writes a file and sets its mtime (whole seconds). */
+export async function putFile(
+  dir: string,
+  name: string,
+  bytes: Uint8Array,
+  mtimeSeconds: number,
+): Promise<void> {
+  const path = `${dir}/${name}`;
+  await Deno.writeFile(path, bytes);
+  const when = new Date(mtimeSeconds * 1000);
+  await Deno.utime(path, when, when);
+}
+
+/** One file as a folder holds it. */
+export interface Seen {
+  size: number;
+  /** Whole seconds. */
+  mtime: number;
+  sha256: string;
+}
+
+/**
+ * Every entry of a folder, hidden ones and temp files included (so a test
+ * sees leftovers): files with size, mtime and SHA-256, anything else as `null`.
+ */
+export async function folderState(dir: string): Promise<Record<string, Seen | null>> {
+  const state: Record<string, Seen | null> = {};
+  for await (const entry of Deno.readDir(dir)) {
+    if (!entry.isFile) {
+      state[entry.name] = null;
+      continue;
+    }
+    const path = `${dir}/${entry.name}`;
+    try {
+      const info = await Deno.stat(path);
+      using file = await Deno.open(path);
+      const hash = createHash("sha256");
+      const buffer = new Uint8Array(MIB);
+      while (true) {
+        const n = await file.read(buffer);
+        if (n === null) break;
+        hash.update(buffer.subarray(0, n));
+      }
+      state[entry.name] = {
+        size: info.size,
+        mtime: Math.floor(info.mtime!.getTime() / 1000),
+        sha256: hash.digest("hex"),
+      };
+    } catch (err) {
+      // Renamed or removed while we looked: a download in progress.
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    }
+  }
+  return Object.fromEntries(Object.entries(state).sort(([a], [b]) => (a < b ? -1 : 1)));
+}
+
+/** Names in a folder (cheap; for polling). */
+export function namesIn(dir: string): string[] {
+  return [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+}
+
+/** Polls `condition` every 50 ms until it holds; fails after `timeoutMs`. */
+export async function waitUntil(
+  condition: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+  what: string,
+  explain?: () => string,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) {
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${explain ? "\n" + explain() : ""}`,
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** Resolves when every folder holds the same files (same names, bytes and mtimes). */
+export async function waitForSameFolders(
+  dirs: string[],
+  timeoutMs: number,
+  scripts: Script[] = [],
+): Promise<Record<string, Seen | null>> {
+  let last: Record<string, Seen | null>[] = [];
+  await waitUntil(
+    async () => {
+      last = await Promise.all(dirs.map(folderState));
+      const first = JSON.stringify(last[0]);
+      return last.every((s) => JSON.stringify(s) === first);
+    },
+    timeoutMs,
+    "the folders to converge",
+    () =>
+      last.map((s, i) => `${dirs[i]}: ${JSON.stringify(s)}`).join("\n") + "\n" +
+      scripts.map((s) => s.lines.join("\n")).join("\n---\n"),
+  );
+  return last[0];
+}
+
+/** A port that was free a moment ago (for a tracker that must come back on the same port). */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+/** Starts `p2p/tracker.ts` on loopback (port 0 unless given), status page on any port. */
+export function startTrackerScript(args: string[] = [], port = 0): Promise<Script> {
+  return startScript("p2p/tracker.ts", ["--port", String(port), "--http-port", "0", ...args]);
+}
+
+/** Starts `p2p/peer.ts` sharing `dir`, with the permissions its `--mode` needs. */
+export function startPeerScript(
+  dir: string,
+  trackerPort: number,
+  options: { mode?: Mode; interval?: number; args?: string[] } = {},
+): Promise<Script> {
+  const mode = options.mode ?? "async";
+  const permissions = [
+    "--allow-net",
+    `--allow-read=${dir},.`,
+    `--allow-write=${dir}`,
+    ...(mode === "process" ? ["--allow-run"] : []),
+  ];
+  return startScript(
+    "p2p/peer.ts",
+    [
+      "127.0.0.1",
+      String(trackerPort),
+      "--dir",
+      dir,
+      "--host",
+      "127.0.0.1",
+      "--port",
+      "0",
+      "--interval",
+      String(options.interval ?? 0.3),
+      "--mode",
+      mode,
+      "--workers",
+      "2",
+      ...(options.args ?? []),
+    ],
+    { permissions },
+  );
+}
+
+/** Peak resident memory of a live process in bytes (Linux VmHWM). */
+export function peakRssBytes(pid: number): number {
+  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  return Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0) * 1024;
+}

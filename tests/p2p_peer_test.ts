@@ -1,0 +1,412 @@
+/**
+ * The P2P peer on its own, in this process, against a fake tracker and fake
+ * holders written here: the file server refuses every unsafe name in every
+ * mode, hostile names in a directory are never written, bad transfers of
+ * every kind are discarded and the next holder is used, and the Init and
+ * KeepAlive messages carry the file list when they should.
+ */
+
+import assert from "node:assert/strict";
+import { MODES } from "../lib/concurrency.ts";
+import { LineReader } from "../lib/lines.ts";
+import { writeAll } from "../lib/net.ts";
+import { preview } from "../lib/log.ts";
+import { startPeer } from "../p2p/peer.ts";
+import { type Directory, encodeLine } from "../p2p/protocol.ts";
+import { concat, randomBytes, readAll, sha256 } from "./helpers.ts";
+import { folderState, MIB, namesIn, putFile, tempFolder, waitUntil } from "./p2p_helpers.ts";
+
+const T0 = 1_700_000_000; // a fixed mtime, in seconds
+const encoder = new TextEncoder();
+
+/** A tracker stand-in: records every message, answers each with `reply()`. */
+function fakeTracker(reply: () => Directory | string) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const messages: Record<string, unknown>[][] = []; // per connection
+  const conns = new Set<Deno.Conn>();
+  const served = new Set<Promise<void>>();
+  const serve = async (conn: Deno.Conn) => {
+    const mine: Record<string, unknown>[] = [];
+    messages.push(mine);
+    const lines = new LineReader(conn, 1024 * 1024);
+    try {
+      while (true) {
+        const line = await lines.readLine();
+        if (line === null) break;
+        mine.push(JSON.parse(line));
+        const answer = reply();
+        await writeAll(
+          conn,
+          typeof answer === "string" ? encoder.encode(answer + "\n") : encodeLine(answer),
+        );
+      }
+    } catch {
+      // Closed by the test or by the peer.
+    } finally {
+      conns.delete(conn);
+      try {
+        conn.close();
+      } catch {
+        // Closed already.
+      }
+    }
+  };
+  const accepting = (async () => {
+    for await (const conn of listener) {
+      conns.add(conn);
+      const job = serve(conn).finally(() => served.delete(job));
+      served.add(job);
+    }
+  })();
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    messages,
+    /** Drops every peer connection, as a restarting tracker would. */
+    dropAll() {
+      for (const conn of conns) conn.close();
+    },
+    async close() {
+      listener.close();
+      await accepting;
+      for (const conn of conns) conn.close();
+      await Promise.allSettled([...served]);
+    },
+  };
+}
+
+/** A holder stand-in: reads the request line, then lets `respond` do anything. */
+function fakeHolder(respond: (name: string, conn: Deno.Conn) => Promise<void>) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const requests: string[] = [];
+  const served = new Set<Promise<void>>();
+  const accepting = (async () => {
+    for await (const conn of listener) {
+      const job = (async () => {
+        try {
+          const name = await new LineReader(conn, 4096).readLine();
+          if (name !== null) {
+            requests.push(name);
+            await respond(name, conn);
+            // Half-close and wait for the peer to hang up, so nothing in flight is reset.
+            await conn.closeWrite();
+            await readAll(conn);
+          }
+        } catch {
+          // The peer went away.
+        } finally {
+          try {
+            conn.close();
+          } catch {
+            // Closed already.
+          }
+        }
+      })().finally(() => served.delete(job));
+      served.add(job);
+    }
+  })();
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    requests,
+    async close() {
+      listener.close();
+      await accepting;
+      await Promise.allSettled([...served]);
+    },
+  };
+}
+
+/** Asks a file server for `request` (raw bytes) and returns everything it sent back. */
+async function ask(port: number, request: Uint8Array): Promise<Uint8Array> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await writeAll(conn, request);
+    await conn.closeWrite();
+    return await readAll(conn);
+  } catch {
+    // Reset by a server that refused before reading everything: nothing came back.
+    return new Uint8Array(0);
+  } finally {
+    conn.close();
+  }
+}
+
+function reply(content: Uint8Array): Uint8Array {
+  return concat([encoder.encode(`Content-Length: ${content.length}\n`), content]);
+}
+
+for (const mode of MODES) {
+  Deno.test(`the peer's file server in ${mode} mode sends shared files and refuses every unsafe name`, async () => {
+    await using outside = await tempFolder();
+    await using share = await tempFolder();
+    const secret = encoder.encode("secret outside the folder\n");
+    await putFile(outside.path, "secret.txt", secret, T0);
+    const ok = randomBytes(300 * 1024, 11);
+    await putFile(share.path, "ok.bin", ok, T0);
+    await putFile(share.path, "peer.py", encoder.encode("print(1)\n"), T0);
+    await putFile(share.path, ".hidden", encoder.encode("hidden\n"), T0);
+    await Deno.mkdir(`${share.path}/sub`);
+    await putFile(`${share.path}/sub`, "inner.txt", encoder.encode("inner\n"), T0);
+    await Deno.symlink(`${outside.path}/secret.txt`, `${share.path}/out.txt`);
+    await Deno.symlink(`${share.path}/.hidden`, `${share.path}/to_hidden.txt`);
+    await Deno.symlink(`${share.path}/ok.bin`, `${share.path}/alias.bin`);
+    const tracker = fakeTracker(() => ({}));
+    const lines: string[] = [];
+    try {
+      await using peer = await startPeer({
+        dir: share.path,
+        tracker: { hostname: "127.0.0.1", port: tracker.port },
+        mode,
+        poolSize: 1,
+        interval: 0.2,
+        log: (line) => lines.push(line),
+      });
+      const port = peer.addr.port;
+      assert.deepEqual(await ask(port, encoder.encode("ok.bin\n")), reply(ok));
+      // A symlink to a shared file in the same folder is that file.
+      assert.deepEqual(await ask(port, encoder.encode("alias.bin\r\n")), reply(ok));
+      const refused = [
+        "../" + outside.path.split("/").pop() + "/secret.txt",
+        `${outside.path}/secret.txt`,
+        "sub/inner.txt",
+        "sub\\inner.txt",
+        "sub",
+        "..",
+        ".",
+        "",
+        "peer.py",
+        ".hidden",
+        "out.txt",
+        "to_hidden.txt",
+        "missing.txt",
+        "nul\u0000.txt",
+        "x".repeat(300),
+      ].map((name) => encoder.encode(name + "\n"));
+      refused.push(Uint8Array.of(0xff, 0xfe, 0x0a)); // not UTF-8
+      refused.push(new Uint8Array(64 * 1024).fill(0x61)); // 64 KiB, no newline
+      for (const request of refused) {
+        assert.deepEqual(await ask(port, request), new Uint8Array(0));
+      }
+      // Still serving after all that.
+      assert.deepEqual(await ask(port, encoder.encode("ok.bin\n")), reply(ok));
+      await waitUntil(
+        () => lines.filter((l) => l.startsWith("refused ")).length >= refused.length,
+        5000,
+        "a log line per refusal",
+        () => lines.join("\n"),
+      );
+      assert.ok(lines.some((l) => /out\.txt.*symlink leads out of the shared folder/.test(l)));
+      assert.ok(lines.some((l) => /secret\.txt.*path separators/.test(l)));
+      assert.ok(lines.some((l) => /request longer than/.test(l)));
+    } finally {
+      await tracker.close();
+    }
+  });
+}
+
+Deno.test("a peer skips hostile names in a directory and never writes outside its folder", async () => {
+  await using parent = await tempFolder();
+  const dir = `${parent.path}/share`;
+  await Deno.mkdir(dir);
+  const content = encoder.encode("written by a hostile holder\n");
+  const holder = fakeHolder((_name, conn) => writeAll(conn, reply(content)));
+  const hostile = [
+    "../escape.txt",
+    `${parent.path}/absolute.txt`,
+    "sub/x.txt",
+    "..\\windows.txt",
+    "..",
+    ".",
+    "",
+    ".bashrc",
+    "evil.py",
+    "lib.so",
+    "ctl\u0001.txt",
+    "y".repeat(256),
+  ];
+  const entry = { ip: "127.0.0.1", port: holder.port, mtime: T0 };
+  const directory: Directory = Object.fromEntries(
+    [...hostile, "good.txt"].map((name) => [name, entry]),
+  );
+  const tracker = fakeTracker(() => directory);
+  const lines: string[] = [];
+  try {
+    await using _peer = await startPeer({
+      dir,
+      tracker: { hostname: "127.0.0.1", port: tracker.port },
+      interval: 0.1,
+      log: (line) => lines.push(line),
+    });
+    await waitUntil(() => namesIn(dir).includes("good.txt"), 5000, "good.txt");
+    // A few more rounds, in which nothing else may happen.
+    await waitUntil(() => tracker.messages.flat().length >= 6, 5000, "more rounds");
+  } finally {
+    await tracker.close();
+    await holder.close();
+  }
+  assert.deepEqual(namesIn(parent.path), ["share"]);
+  assert.deepEqual(namesIn(dir), ["good.txt"]);
+  assert.deepEqual(holder.requests, ["good.txt"]);
+  for (const name of hostile) {
+    const shown = preview(encoder.encode(name)).slice(0, 40);
+    assert.ok(
+      lines.some((l) => l.includes(`skipping ${shown}`)),
+      `no skip line for ${shown}:\n${lines.join("\n")}`,
+    );
+  }
+  // Each hostile name is reported once, not every round.
+  assert.equal(lines.filter((l) => l.includes("skipping")).length, hostile.length);
+});
+
+Deno.test("bad transfers are discarded (short, wrong bytes, bad or absurd Content-Length, size mismatch, stalled) and the next holder is used", async () => {
+  await using share = await tempFolder();
+  const files = new Map<string, Uint8Array>();
+  const bad = new Map<string, (conn: Deno.Conn, body: Uint8Array) => Promise<void>>([
+    ["short", async (conn, body) => {
+      await writeAll(conn, encoder.encode(`Content-Length: ${body.length}\n`));
+      await writeAll(conn, body.subarray(0, body.length >> 1));
+    }],
+    ["wrong", async (conn, body) => {
+      const other = body.slice();
+      other[other.length - 1] ^= 0xff;
+      await writeAll(conn, reply(other));
+    }],
+    ["huge", (conn) => writeAll(conn, encoder.encode(`Content-Length: ${2 ** 50}\n`))],
+    ["digits", (conn) => writeAll(conn, encoder.encode("Content-Length: 99999999999999999999\n"))],
+    ["negative", (conn) => writeAll(conn, encoder.encode("Content-Length: -5\nhello"))],
+    ["word", (conn) => writeAll(conn, encoder.encode("Content-Length: lots\n"))],
+    ["mismatch", async (conn, body) => {
+      await writeAll(conn, encoder.encode(`Content-Length: ${body.length + 1}\n`));
+      await writeAll(conn, body);
+    }],
+    ["endless", (conn) => writeAll(conn, new Uint8Array(64 * 1024).fill(0x43))],
+    ["silent", () => new Promise((resolve) => setTimeout(resolve, 1500))],
+    ["nothing", () => Promise.resolve()],
+  ]);
+  const expected: Record<string, RegExp> = {
+    short: /short transfer.*got \d+ of \d+ bytes/,
+    wrong: /wrong bytes.*SHA-256/,
+    huge: /offers \d+ bytes, more than/,
+    digits: /bad header/,
+    negative: /bad header/,
+    word: /bad header/,
+    mismatch: /offers \d+ bytes but the directory says/,
+    endless: /header longer than/,
+    silent: /sent nothing for/,
+    nothing: /without a Content-Length/,
+  };
+  const good = fakeHolder(async (name, conn) => {
+    await writeAll(conn, reply(files.get(name)!));
+  });
+  const holders = new Map(
+    [...bad].map(([kind, respond]) => [
+      kind,
+      fakeHolder((name, conn) => respond(conn, files.get(name)!)),
+    ]),
+  );
+  const directory: Directory = {};
+  for (const [i, kind] of [...bad.keys()].entries()) {
+    const body = randomBytes(200 * 1024 + i * 777, 100 + i);
+    files.set(`${kind}.bin`, body);
+    const port = holders.get(kind)!.port;
+    directory[`${kind}.bin`] = {
+      ip: "127.0.0.1",
+      port,
+      mtime: T0 + i,
+      size: body.length,
+      sha256: sha256(body),
+      holders: [
+        { ip: "127.0.0.1", port, mtime: T0 + i },
+        { ip: "127.0.0.1", port: good.port, mtime: T0 + i },
+      ],
+    };
+  }
+  const tracker = fakeTracker(() => directory);
+  const lines: string[] = [];
+  try {
+    await using _peer = await startPeer({
+      dir: share.path,
+      tracker: { hostname: "127.0.0.1", port: tracker.port },
+      interval: 0.2,
+      idleTimeoutSeconds: 0.5,
+      log: (line) => lines.push(line),
+    });
+    await waitUntil(
+      () =>
+        namesIn(share.path).length === bad.size &&
+        !namesIn(share.path).some((n) => n.startsWith(".")),
+      10_000,
+      "every file from the good holder",
+      () => lines.join("\n"),
+    );
+  } finally {
+    await tracker.close();
+    await good.close();
+    for (const holder of holders.values()) await holder.close();
+  }
+  const state = await folderState(share.path);
+  for (const [i, [name, body]] of [...files].entries()) {
+    assert.deepEqual(state[name], { size: body.length, mtime: T0 + i, sha256: sha256(body) });
+  }
+  for (const [kind, pattern] of Object.entries(expected)) {
+    const port = holders.get(kind)!.port;
+    const failure = lines.find((l) =>
+      l.startsWith(`download of ${kind}.bin from 127.0.0.1:${port} failed`)
+    );
+    assert.ok(failure, `no failure line for ${kind}:\n${lines.join("\n")}`);
+    assert.match(failure, pattern);
+    assert.match(failure, new RegExp(`trying 127\\.0\\.0\\.1:${good.port}`));
+    assert.deepEqual(holders.get(kind)!.requests, [`${kind}.bin`], lines.join("\n"));
+  }
+});
+
+Deno.test("Init lists the shared files with size and SHA-256; a KeepAlive carries the list again only when it changed; a dropped tracker gets a new Init", async () => {
+  await using share = await tempFolder();
+  const a = encoder.encode("alpha\n");
+  await putFile(share.path, "a.txt", a, T0);
+  await putFile(share.path, "skip.py", encoder.encode("x\n"), T0);
+  await putFile(share.path, ".dot", encoder.encode("x\n"), T0);
+  await Deno.mkdir(`${share.path}/folder`);
+  let garbage = false;
+  const tracker = fakeTracker(() => (garbage ? "this is not JSON" : {}));
+  const lines: string[] = [];
+  try {
+    await using peer = await startPeer({
+      dir: share.path,
+      tracker: { hostname: "127.0.0.1", port: tracker.port },
+      interval: 0.1,
+      log: (line) => lines.push(line),
+    });
+    await waitUntil(() => (tracker.messages[0]?.length ?? 0) >= 3, 5000, "three messages");
+    const [init, keepAlive] = tracker.messages[0];
+    assert.deepEqual(init, {
+      port: peer.addr.port,
+      files: [{ name: "a.txt", mtime: T0, size: a.length, sha256: sha256(a) }],
+    });
+    assert.deepEqual(keepAlive, { port: peer.addr.port });
+    // A new file: the next KeepAlive has the whole list, the ones after it none.
+    const b = randomBytes(2 * MIB, 3);
+    await putFile(share.path, "b.bin", b, T0 + 1);
+    const withList = (m: Record<string, unknown>) => Array.isArray(m.files) && m.files.length === 2;
+    await waitUntil(() => tracker.messages[0].some(withList), 5000, "the changed list");
+    const at = tracker.messages[0].findIndex(withList);
+    assert.deepEqual(tracker.messages[0][at].files, [
+      { name: "a.txt", mtime: T0, size: a.length, sha256: sha256(a) },
+      { name: "b.bin", mtime: T0 + 1, size: b.length, sha256: sha256(b) },
+    ]);
+    await waitUntil(() => tracker.messages[0].length >= at + 3, 5000, "two more messages");
+    assert.deepEqual(tracker.messages[0].slice(at + 1, at + 3), [
+      { port: peer.addr.port },
+      { port: peer.addr.port },
+    ]);
+    // The tracker hangs up: the peer reconnects and starts over with Init.
+    tracker.dropAll();
+    await waitUntil(() => (tracker.messages[1]?.length ?? 0) >= 1, 5000, "a new connection");
+    assert.equal((tracker.messages[1][0].files as unknown[]).length, 2);
+    // A tracker that answers garbage is dropped too, with a log line.
+    garbage = true;
+    await waitUntil(() => tracker.messages.length >= 3, 5000, "a reconnection after garbage");
+    assert.ok(lines.some((l) => /invalid JSON.*reconnecting in/.test(l)), lines.join("\n"));
+  } finally {
+    await tracker.close();
+  }
+});
