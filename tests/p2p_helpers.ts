@@ -80,7 +80,12 @@ export async function folderState(dir: string): Promise<Record<string, Seen | nu
       if (!(err instanceof Deno.errors.NotFound)) throw err;
     }
   }
-  return Object.fromEntries(Object.entries(state).sort(([a], [b]) => (a < b ? -1 : 1)));
+  return state;
+}
+
+/** A folder state as text with its names in order, to compare states whatever their key order. */
+export function canonical(state: Record<string, Seen | null>): string {
+  return JSON.stringify(Object.entries(state).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 
 /** Names in a folder (cheap; for polling). */
@@ -116,8 +121,8 @@ export async function waitForSameFolders(
   await waitUntil(
     async () => {
       last = await Promise.all(dirs.map(folderState));
-      const first = JSON.stringify(last[0]);
-      return last.every((s) => JSON.stringify(s) === first);
+      const first = canonical(last[0]);
+      return last.every((s) => canonical(s) === first);
     },
     timeoutMs,
     "the folders to converge",
