@@ -206,6 +206,39 @@ function sample(line: string): string {
   return preview(new TextEncoder().encode(line));
 }
 
+/** Names per block of the encoded directory: a few to a few hundred kilobytes each. */
+const NAMES_PER_BLOCK = 256;
+
+const encoder = new TextEncoder();
+const OPEN_BRACE = encoder.encode("{");
+const CLOSE_BRACE_NEWLINE = encoder.encode("}\n");
+
+/** Consecutive names of the directory and their encoding (null: to be redone). */
+interface Block {
+  names: Set<string>;
+  bytes: Uint8Array | null;
+}
+
+/** A directory response ready to send: its pieces, in order. */
+interface EncodedDirectory {
+  parts: Uint8Array[];
+  bytes: number;
+}
+
+function join(a: Uint8Array, b: Uint8Array): Uint8Array {
+  return joinAll([a, b]);
+}
+
+function joinAll(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((sum, p) => sum + p.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
+
 /**
  * The tracker's state: live peers, who holds what, and the encoded
  * directory, rebuilt only after something in it changed.
@@ -230,7 +263,11 @@ class TrackerState {
   #seq = 0;
   /** Each name's encoded `"name": {...}` text, until that name changes. */
   #fragments = new Map<string, string>();
-  #encoded: Uint8Array | null = null;
+  /** The directory's names in order, cut into blocks that are encoded separately. */
+  #blocks: Block[] = [];
+  #blockOf = new Map<string, Block>();
+  /** The response as it goes on the wire, until something in it changes. */
+  #reply: EncodedDirectory | null = null;
 
   /** The entry for one name: the newest version, first announced holder first. */
   entry(name: string): DirectoryEntry | null {
@@ -265,25 +302,68 @@ class TrackerState {
     return Object.fromEntries(out);
   }
 
-  /** The directory line as it goes on the wire, cached until it changes. */
-  encodedDirectory(): Uint8Array {
-    if (this.#encoded) return this.#encoded;
-    const parts: string[] = [];
-    for (const name of this.holdings.keys()) {
-      let fragment = this.#fragments.get(name);
-      if (fragment === undefined) {
-        fragment = `${encodeJson(name)}: ${encodeJson(this.entry(name))}`;
-        this.#fragments.set(name, fragment);
-      }
-      parts.push(fragment);
+  /**
+   * The directory line as it goes on the wire, in pieces: a change to one
+   * name re-encodes only its block, so a peer's Init costs a few kilobytes
+   * of encoding, not the whole directory, and every response in flight
+   * shares the same buffers.
+   */
+  encodedDirectory(): EncodedDirectory {
+    if (this.#reply) {
+      // Unchanged since the last answer: from now on send it in one piece.
+      if (this.#reply.parts.length > 1) this.#reply.parts = [joinAll(this.#reply.parts)];
+      return this.#reply;
     }
-    this.#encoded = new TextEncoder().encode(`{${parts.join(", ")}}\n`);
-    return this.#encoded;
+    const parts: Uint8Array[] = [];
+    for (const block of this.#blocks) {
+      if (block.names.size === 0) continue;
+      if (!block.bytes) {
+        // Each block starts with ", ": the first one's is cut off below.
+        let text = "";
+        for (const name of block.names) text += `, ${this.#fragment(name)}`;
+        block.bytes = encoder.encode(text);
+      }
+      parts.push(block.bytes);
+    }
+    if (parts.length === 0) {
+      parts.push(encoder.encode("{}\n"));
+    } else {
+      parts[0] = join(OPEN_BRACE, parts[0].subarray(2));
+      parts[parts.length - 1] = join(parts[parts.length - 1], CLOSE_BRACE_NEWLINE);
+    }
+    this.#reply = { parts, bytes: parts.reduce((sum, p) => sum + p.length, 0) };
+    return this.#reply;
   }
 
+  #fragment(name: string): string {
+    let fragment = this.#fragments.get(name);
+    if (fragment === undefined) {
+      fragment = `${encodeJson(name)}: ${encodeJson(this.entry(name))}`;
+      this.#fragments.set(name, fragment);
+    }
+    return fragment;
+  }
+
+  /** Notes that `name`'s entry changed, appeared or went away. */
   #changed(name: string): void {
     this.#fragments.delete(name);
-    this.#encoded = null;
+    this.#reply = null;
+    let block = this.#blockOf.get(name);
+    if (block && !this.holdings.has(name)) {
+      block.names.delete(name);
+      this.#blockOf.delete(name);
+      if (block.names.size === 0) this.#blocks.splice(this.#blocks.indexOf(block), 1);
+    } else if (!block && this.holdings.has(name)) {
+      // A new name goes last, as in the holdings map (and the course's dict).
+      block = this.#blocks.at(-1);
+      if (!block || block.names.size >= NAMES_PER_BLOCK) {
+        block = { names: new Set(), bytes: null };
+        this.#blocks.push(block);
+      }
+      block.names.add(name);
+      this.#blockOf.set(name, block);
+    }
+    if (block) block.bytes = null;
   }
 
   /**
@@ -463,9 +543,9 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
         if (said) log(said);
         // Every message is answered with the whole directory, as in the course.
         const reply = state.encodedDirectory();
-        await writeAll(pc.conn, reply);
+        for (const part of reply.parts) await writeAll(pc.conn, part);
         state.counters.responses++;
-        state.counters.responseBytes += reply.length;
+        state.counters.responseBytes += reply.bytes;
       }
     } catch (err) {
       if (err instanceof ProtocolError) {
@@ -507,6 +587,8 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
         ip: peerIp(remote),
         lastFiles: new Map(),
       };
+      // Answers are small and awaited: send each at once, not after a delayed ACK.
+      conn.setNoDelay(true);
       open.add(pc);
       state.counters.connections++;
       state.counters.openConnections = open.size;

@@ -175,6 +175,36 @@ Deno.test("startTracker() replaces an entry only with a strictly newer mtime", a
   assert.match(t.log.join("\n"), /ignored unsafe names "\.\.\/escape", "a\/b"/);
 });
 
+Deno.test("startTracker() keeps its encoded directory exact through many changes", async () => {
+  await using t = await tracker({ quiet: true });
+  await using a = await connectPeer(t.addr.port);
+  await using b = await connectPeer(t.addr.port);
+  // Enough names for several encoding blocks, overlapping between the two peers.
+  const names = (from: number, to: number, mtime = MTIME) =>
+    Array.from(
+      { length: to - from },
+      (_, i) => file(`f${String(from + i).padStart(4, "0")}`, mtime),
+    );
+  const steps: [TestPeer, unknown][] = [
+    [a, { port: 8001, files: names(0, 700) }],
+    [b, { port: 8002, files: names(500, 1200) }],
+    [a, { port: 8001, files: [...names(0, 100), ...names(300, 700, MTIME + 5)] }],
+    [b, { port: 8002, files: names(0, 50, MTIME + 9) }],
+    [a, { port: 8001, files: [] }],
+    [b, { port: 8002 }],
+    [a, { port: 8001, files: names(1100, 1300) }],
+  ];
+  for (const [peer, message] of steps) {
+    const line = await peer.sendRaw(message);
+    assert.equal(line, encodeJson(t.stats().directory));
+  }
+  const final = parseDirectory((await a.sendRaw({ port: 8001 }))!);
+  assert.deepEqual(Object.keys(final), [
+    ...names(0, 50).map((f) => f.name),
+    ...names(1100, 1300).map((f) => f.name),
+  ]);
+});
+
 Deno.test("startTracker() expires a silent peer after a fractional timeout; another holder takes over", async () => {
   await using t = await tracker({
     peerTimeoutSeconds: 0.5,
