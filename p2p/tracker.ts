@@ -484,7 +484,7 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
       }
     }
 
-    let ignored: string[] = [];
+    const ignored: string[] = [];
     if (files) {
       const wanted = new Map<string, FileInfo>();
       for (const f of files) {
@@ -495,13 +495,14 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
         const seen = wanted.get(f.name);
         if (!seen || f.mtime > seen.mtime) wanted.set(f.name, f);
       }
-      state.counters.unsafeNames += ignored.length;
+      if (!restored) state.counters.unsafeNames += ignored.length;
       state.setFiles(peer, wanted);
     }
-    ignored = ignored.slice(0, 3);
-    const unsafe = ignored.length === 0
+    // At most three names, each cut short: a name can be as long as a whole line.
+    const unsafe = ignored.length === 0 || restored
       ? ""
-      : `; ignored unsafe names ${ignored.map((n) => JSON.stringify(n)).join(", ")}`;
+      : `; ignored unsafe names ${ignored.slice(0, 3).map(sample).join(", ")}` +
+        (ignored.length > 3 ? ` and ${ignored.length - 3} more` : "");
 
     const count = `${peer.files.size} file${peer.files.size === 1 ? "" : "s"}`;
     if (joined && restored) {
