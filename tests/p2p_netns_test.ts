@@ -1,0 +1,184 @@
+/**
+ * Across hosts: the tracker and two peers each in their own Linux network
+ * namespace, joined by a bridge as if by a switch, each with its own address
+ * (`10.213.77.1` to `.3`). They sync, and the tracker records each peer by
+ * the address it really comes from. Needs root and `ip` (iproute2); anywhere
+ * else the test is skipped and its name says why. The namespaces are removed
+ * whatever happens.
+ */
+
+import assert from "node:assert/strict";
+import { type Script, startCommand } from "../lib/scripts.ts";
+import { errorMessage } from "../lib/cli.ts";
+import { haveCommand, randomBytes, sha256 } from "./helpers.ts";
+import { canonical, MIB, putFile, tempFolder, waitForSameFolders } from "./p2p_helpers.ts";
+
+const T0 = 1_700_000_000; // seconds
+const SUBNET = "10.213.77"; // a /24 used only inside the namespaces
+const TAG = `p2p${Deno.pid % 100000}`; // keeps interface names under 16 characters
+const HOSTS = { t: 1, a: 2, b: 3 } as const; // namespace suffix to the address's last number
+const TRACKER_PORT = 9000;
+const TRACKER_HTTP_PORT = 9001;
+
+/** Runs `ip` with `args`; throws with its stderr when it fails. */
+function ip(...args: string[]): string {
+  const out = new Deno.Command("ip", { args, stdout: "piped", stderr: "piped" }).outputSync();
+  if (!out.success) {
+    throw new Error(`ip ${args.join(" ")}: ${new TextDecoder().decode(out.stderr).trim()}`);
+  }
+  return new TextDecoder().decode(out.stdout);
+}
+
+/** Why this machine cannot run the test, or `null` when it can. */
+function whyNot(): string | null {
+  if (Deno.build.os !== "linux") return "network namespaces need Linux";
+  if (Deno.uid() !== 0) return "creating network namespaces needs root";
+  if (!haveCommand("ip")) return "the ip command (iproute2) is missing";
+  try {
+    ip("netns", "add", `${TAG}-probe`);
+    ip("netns", "del", `${TAG}-probe`);
+  } catch (err) {
+    return `cannot create network namespaces here (${errorMessage(err)})`;
+  }
+  return null;
+}
+
+/** Builds the namespaces: a bridge in `-br`, and a veth from it to each host. */
+function buildNetwork(): void {
+  ip("netns", "add", `${TAG}-br`);
+  ip("-n", `${TAG}-br`, "link", "add", "br0", "type", "bridge");
+  ip("-n", `${TAG}-br`, "link", "set", "br0", "up");
+  for (const [host, last] of Object.entries(HOSTS)) {
+    const ns = `${TAG}-${host}`;
+    ip("netns", "add", ns);
+    ip("link", "add", `${ns}0`, "type", "veth", "peer", "name", `${ns}1`);
+    ip("link", "set", `${ns}0`, "netns", ns);
+    ip("link", "set", `${ns}1`, "netns", `${TAG}-br`);
+    ip("-n", `${TAG}-br`, "link", "set", `${ns}1`, "master", "br0");
+    ip("-n", `${TAG}-br`, "link", "set", `${ns}1`, "up");
+    ip("-n", ns, "addr", "add", `${SUBNET}.${last}/24`, "dev", `${ns}0`);
+    ip("-n", ns, "link", "set", `${ns}0`, "up");
+    ip("-n", ns, "link", "set", "lo", "up");
+  }
+}
+
+/** Removes every namespace of ours (their interfaces go with them). */
+function removeNetwork(): void {
+  for (const ns of [...Object.keys(HOSTS), "br"].map((h) => `${TAG}-${h}`)) {
+    try {
+      ip("netns", "del", ns);
+    } catch {
+      // Never created.
+    }
+  }
+}
+
+/** Runs a project script with `deno run` inside namespace `host`. */
+function startIn(host: keyof typeof HOSTS, permissions: string[], script: string, args: string[]) {
+  return startCommand(
+    "ip",
+    [
+      "netns",
+      "exec",
+      `${TAG}-${host}`,
+      Deno.execPath(),
+      "run",
+      "--quiet",
+      ...permissions,
+      script,
+      ...args,
+    ],
+    { label: `${script} in ${TAG}-${host}` },
+  );
+}
+
+function startPeerIn(host: "a" | "b", dir: string): Promise<Script> {
+  return startIn(
+    host,
+    ["--allow-net", `--allow-read=${dir}`, `--allow-write=${dir}`],
+    "p2p/peer.ts",
+    [
+      `${SUBNET}.${HOSTS.t}`,
+      String(TRACKER_PORT),
+      "--dir",
+      dir,
+      "--port",
+      "8000",
+      "--interval",
+      "0.3",
+    ],
+  );
+}
+
+const reason = whyNot();
+
+Deno.test({
+  name: reason === null
+    ? "across network namespaces, two peers sync through the tracker, which records each peer's real address"
+    : `across network namespaces: SKIPPED because ${reason}`,
+  ignore: reason !== null,
+  async fn() {
+    await using a = await tempFolder();
+    await using b = await tempFolder();
+    const fromA = randomBytes(2 * MIB, 51);
+    const fromB = new TextEncoder().encode("sent from the other host\n");
+    await putFile(a.path, "from_a.bin", fromA, T0);
+    await putFile(b.path, "from_b.txt", fromB, T0 + 1);
+    const scripts: Script[] = [];
+    try {
+      buildNetwork();
+      const tracker = await startIn("t", ["--allow-net"], "p2p/tracker.ts", [
+        "0.0.0.0",
+        String(TRACKER_PORT),
+        "--http-port",
+        String(TRACKER_HTTP_PORT),
+      ]);
+      scripts.push(tracker);
+      // Both peers use port 8000: on different hosts, that is no clash.
+      scripts.push(await startPeerIn("a", a.path));
+      scripts.push(await startPeerIn("b", b.path));
+      const state = await waitForSameFolders([a.path, b.path], 20_000, scripts);
+      assert.equal(
+        canonical(state),
+        canonical({
+          "from_a.bin": { size: fromA.length, mtime: T0, sha256: sha256(fromA) },
+          "from_b.txt": { size: fromB.length, mtime: T0 + 1, sha256: sha256(fromB) },
+        }),
+      );
+      // The tracker saw each peer at its own address, and handed those out.
+      await tracker.waitFor(new RegExp(`peer ${SUBNET}\\.${HOSTS.a}:8000 joined`));
+      await tracker.waitFor(new RegExp(`peer ${SUBNET}\\.${HOSTS.b}:8000 joined`));
+      assert.ok(
+        scripts[2].lines.some((l) =>
+          l.startsWith(`downloaded from_a.bin from ${SUBNET}.${HOSTS.a}:8000`)
+        ),
+        scripts[2].lines.join("\n"),
+      );
+      // And its status page, asked from inside its namespace, lists both addresses.
+      const stats = new Deno.Command("ip", {
+        args: [
+          "netns",
+          "exec",
+          `${TAG}-t`,
+          Deno.execPath(),
+          "eval",
+          `const r = await fetch("http://127.0.0.1:${TRACKER_HTTP_PORT}/stats"); console.log(await r.text());`,
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      }).outputSync();
+      assert.ok(stats.success, new TextDecoder().decode(stats.stderr));
+      const peers = JSON.parse(new TextDecoder().decode(stats.stdout)).peers as {
+        ip: string;
+        port: number;
+      }[];
+      assert.deepEqual(
+        peers.map((p) => `${p.ip}:${p.port}`).sort(),
+        [`${SUBNET}.${HOSTS.a}:8000`, `${SUBNET}.${HOSTS.b}:8000`],
+      );
+    } finally {
+      for (const script of scripts.reverse()) await script.stop();
+      removeNetwork();
+    }
+  },
+});
