@@ -27,11 +27,18 @@ import { type Connection, writeAll } from "./net.ts";
 export const WINDOW_BYTES = 1024 * 1024;
 
 /**
- * Bytes the host asks for per socket read when relaying: larger than a
+ * Most bytes the host asks for per socket read when relaying: larger than a
  * handler's reads, because every chunk costs a message between threads or
  * processes, and fewer, larger messages move more bytes per second.
  */
 export const RELAY_READ_BYTES = 256 * 1024;
+
+/**
+ * First read size of a relayed connection. It doubles each time a read fills
+ * it, up to {@linkcode RELAY_READ_BYTES}, so a busy connection soon reads in
+ * large chunks while thousands of idle ones hold 16 KiB each, not 256 KiB.
+ */
+const FIRST_READ_BYTES = 16 * 1024;
 
 /** The guest acknowledges what its handler read once this much piles up (or it caught up). */
 const ACK_BATCH_BYTES = WINDOW_BYTES / 4;
@@ -259,13 +266,14 @@ export class HostConn {
 
   // Socket -> guest: read only while the guest has room (backpressure).
   async #readLoop(): Promise<void> {
+    let size = FIRST_READ_BYTES;
     try {
       while (!this.#finished) {
         if (this.#unacked >= WINDOW_BYTES) {
           await new Promise<void>((resolve) => this.#wakeReader = resolve);
           continue;
         }
-        const buffer = new Uint8Array(RELAY_READ_BYTES);
+        const buffer = new Uint8Array(size);
         const n = await this.conn.read(buffer);
         if (this.#finished) return;
         if (n === null) {
@@ -274,6 +282,7 @@ export class HostConn {
         }
         this.#unacked += n;
         this.link.send({ t: "data", id: this.id, bytes: buffer.subarray(0, n) });
+        if (n === size) size = Math.min(size * 2, RELAY_READ_BYTES);
       }
     } catch (err) {
       this.#fail(err);
