@@ -225,6 +225,11 @@ async function main(): Promise<void> {
       : parseCount(values["max-conns"] as string, "--max-conns"),
     quiet: values.quiet as boolean,
   });
+  // Ready for Ctrl-C before saying so: a script that waits for the line may stop us at once.
+  exitOnSignal(async () => {
+    console.log("stopping: closing live connections");
+    await server.close();
+  });
   const where = formatAddr(server.addr);
   console.log(
     `proxy server (${server.mode} mode) listening on ${where}, relaying to ${formatAddr(upstream)}`,
@@ -232,10 +237,6 @@ async function main(): Promise<void> {
   if (!values.quiet) {
     console.log(`try: deno run --allow-net proxy_client.ts --proxy ${where}`);
   }
-  exitOnSignal(async () => {
-    console.log("stopping: closing live connections");
-    await server.close();
-  });
 }
 
 if (import.meta.main) runMain(USAGE, main);

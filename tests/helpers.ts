@@ -111,6 +111,16 @@ export function rssBytes(pid: number): number {
   return kb * 1024;
 }
 
+/** Process ids of a process's direct children (Linux), e.g. a server's pool in process mode. */
+export function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
+    const text = Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/children`).trim();
+    if (text) out.push(...text.split(/\s+/).map(Number));
+  }
+  return out;
+}
+
 /** Whether a command is on the PATH. */
 export function haveCommand(name: string): boolean {
   try {

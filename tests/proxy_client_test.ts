@@ -1,0 +1,210 @@
+/**
+ * proxy_client.ts as a student runs it, against proxy_server.ts and local
+ * origins: ten clients at once, a binary page byte for byte on stdout, the
+ * request it sends, one-line errors, and bad flags.
+ */
+
+import assert from "node:assert/strict";
+import { listenOn, writeAll } from "../lib/net.ts";
+import { startOrigin } from "../lib/origin.ts";
+import { fetchThroughProxy } from "../proxy_client.ts";
+import { startProxyServer } from "../proxy_server.ts";
+import { randomBytes, runScript, sha256, startScript } from "./helpers.ts";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/**
+ * An origin that answers nobody until `count` requests have arrived, then
+ * everybody: clients that ran one after another would wait forever.
+ */
+function startBarrierOrigin(count: number, body: string) {
+  const listener = listenOn();
+  const requests: string[] = [];
+  const waiting: Deno.TcpConn[] = [];
+  const reply = `HTTP/1.0 200 OK\r\ncontent-length: ${body.length}\r\n\r\n${body}`;
+  const served = (async () => {
+    while (waiting.length < count) {
+      const conn = await listener.accept();
+      waiting.push(conn);
+      requests.push(await readRequest(conn));
+    }
+    await Promise.all(waiting.map(async (conn) => {
+      await writeAll(conn, encoder.encode(reply));
+      await conn.closeWrite();
+    }));
+  })();
+  return {
+    port: listener.addr.port,
+    requests,
+    replyBytes: encoder.encode(reply).length,
+    served,
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      await served.catch(() => {});
+      for (const conn of waiting) conn.close();
+    },
+  };
+}
+
+/** Reads an HTTP request head (up to the blank line) as text. */
+async function readRequest(conn: Deno.Conn): Promise<string> {
+  let text = "";
+  const buffer = new Uint8Array(4096);
+  while (!text.includes("\r\n\r\n")) {
+    const n = await conn.read(buffer);
+    if (n === null) break;
+    text += decoder.decode(buffer.subarray(0, n));
+  }
+  return text;
+}
+
+Deno.test("proxy_client.ts --count 10 runs ten clients at once through proxy_server.ts", async () => {
+  await using origin = startBarrierOrigin(10, "<p>ten at once</p>\n");
+  // Were the clients run one after another, the first would be cut off empty after 5 s.
+  await using proxy = await startScript("proxy_server.ts", [
+    "--port",
+    "0",
+    "--upstream",
+    `127.0.0.1:${origin.port}`,
+    "--idle-timeout",
+    "5",
+  ]);
+  const run = await runScript("proxy_client.ts", [
+    "--proxy",
+    `127.0.0.1:${proxy.port}`,
+    "--host",
+    "example.org",
+    "--path",
+    "/ten",
+    "--count",
+    "10",
+  ]);
+  assert.equal(run.code, 0, run.stderr);
+  const lines = decoder.decode(run.stdout).trimEnd().split("\n");
+  assert.equal(lines.length, 11, lines.join("\n"));
+  const clients = lines.slice(0, 10).map((line) => {
+    const match = new RegExp(
+      `^client +(\\d+): HTTP/1\\.0 200 OK, ${origin.replyBytes} B in \\d+\\.\\d ms$`,
+    )
+      .exec(line);
+    assert.ok(match, line);
+    return Number(match[1]);
+  });
+  assert.deepEqual(clients.sort((a, b) => a - b), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+  assert.match(
+    lines[10],
+    new RegExp(
+      `^total: 10 of 10 clients got a reply, ${10 * origin.replyBytes} B in \\d+\\.\\d ms$`,
+    ),
+  );
+  // Each sent the lab's GET, meant for --host, and half-closed after it.
+  assert.deepEqual(
+    origin.requests,
+    Array(10).fill("GET /ten HTTP/1.0\r\nHost: example.org\r\nConnection: close\r\n\r\n"),
+  );
+  assert.equal(proxy.lines.filter((l) => l.startsWith("Connected by")).length, 10);
+});
+
+Deno.test("proxy_client.ts prints a binary page byte for byte on stdout, and a summary on stderr", async () => {
+  const page = randomBytes(1024 * 1024 + 3, 12);
+  page.set(Uint8Array.from({ length: 256 }, (_, i) => i), 0);
+  await using origin = await startOrigin({ pages: { "/bin": page } });
+  await using proxy = await startProxyServer({
+    quiet: true,
+    upstream: { hostname: "127.0.0.1", port: origin.addr.port },
+  });
+  const run = await runScript("proxy_client.ts", [
+    "--proxy",
+    `127.0.0.1:${proxy.addr.port}`,
+    "--path",
+    "/bin",
+  ]);
+  assert.equal(run.code, 0, run.stderr);
+  const head = decoder.decode(run.stdout.subarray(0, 300));
+  assert.match(head, /^HTTP\/1\.0 200 OK\r\n/);
+  const body = run.stdout.subarray(head.indexOf("\r\n\r\n") + 4);
+  assert.equal(body.length, page.length);
+  assert.equal(sha256(body), sha256(page));
+  assert.match(
+    run.stderr,
+    new RegExp(
+      `^via 127\\.0\\.0\\.1:${proxy.addr.port}: HTTP/1\\.0 200 OK, 1\\.0 MiB in \\d+\\.\\d ms\\n$`,
+    ),
+  );
+});
+
+Deno.test("fetchThroughProxy() reads the status line, or says the reply was empty", async () => {
+  await using origin = await startOrigin();
+  await using proxy = await startProxyServer({
+    quiet: true,
+    upstream: { hostname: "127.0.0.1", port: origin.addr.port },
+  });
+  const missing = await fetchThroughProxy({
+    proxy: { hostname: "127.0.0.1", port: proxy.addr.port },
+    path: "/missing",
+    output: null,
+  });
+  assert.equal(missing.statusLine, "HTTP/1.0 404 Not Found");
+  assert.ok(missing.bytes > 0);
+
+  // A proxy whose upstream refuses closes the client without a byte.
+  const probe = listenOn();
+  const closedPort = probe.addr.port;
+  probe.close();
+  await using refusing = await startProxyServer({
+    log: () => {},
+    upstream: { hostname: "127.0.0.1", port: closedPort },
+  });
+  const empty = await fetchThroughProxy({
+    proxy: { hostname: "127.0.0.1", port: refusing.addr.port },
+    output: null,
+  });
+  assert.deepEqual([empty.statusLine, empty.bytes], ["(empty reply)", 0]);
+});
+
+Deno.test("proxy_client.ts with no proxy running: one line, exit 1", async () => {
+  const probe = listenOn();
+  const port = probe.addr.port;
+  probe.close();
+  const one = await runScript("proxy_client.ts", ["--proxy", `127.0.0.1:${port}`]);
+  assert.equal(one.code, 1);
+  assert.equal(
+    one.stderr,
+    `error: connection to 127.0.0.1:${port} refused: nothing is listening there (is proxy_server.ts running?)\n`,
+  );
+  assert.equal(one.stdout.length, 0);
+
+  const three = await runScript("proxy_client.ts", [
+    "--proxy",
+    `127.0.0.1:${port}`,
+    "--count",
+    "3",
+  ]);
+  assert.equal(three.code, 1);
+  const lines = decoder.decode(three.stdout).trimEnd().split("\n");
+  assert.equal(lines.length, 4);
+  for (const line of lines.slice(0, 3)) {
+    assert.match(line, /^client \d: error: connection to .* refused/);
+  }
+  assert.match(lines[3], /^total: 0 of 3 clients got a reply/);
+});
+
+Deno.test("proxy_client.ts: bad flags print one line and the usage, and exit 2", async () => {
+  for (
+    const args of [
+      ["--count", "0"],
+      ["--count", "many"],
+      ["--proxy", "nowhere"],
+      ["--path", "index.html"],
+      ["--host", "http://example.org"],
+      ["--verbose"],
+    ]
+  ) {
+    const run = await runScript("proxy_client.ts", args);
+    assert.equal(run.code, 2, `${args.join(" ")}: ${run.stderr}`);
+    const [first, second] = run.stderr.split("\n");
+    assert.match(first, /^error: /);
+    assert.match(second, /^usage: deno run --allow-net proxy_client\.ts/);
+  }
+});
