@@ -1,0 +1,200 @@
+/**
+ * The benchmark's P2P part: it runs `bench/p2p_transfer.ts` (two peers, one
+ * large file and many small ones, next to a plain socket copy) and
+ * `bench/p2p_tracker_load.ts` (many simulated peers against one tracker),
+ * each in its own process, and folds the JSON they print into the report.
+ *
+ * Those scripts print one JSON object on stdout (the last line that starts
+ * with `{`, or the whole output). Every numeric field is shown in the table,
+ * and the figures the issue sets goals for (the transfer's ratio to the
+ * plain copy and its peers' peak memory, the tracker's p99 latency) become
+ * targets next to the other parts'. With `--quick` they get small sizes.
+ *
+ * @module
+ */
+
+import { errorMessage } from "../lib/cli.ts";
+import { formatNumber, type Target, target, textTable } from "./report.ts";
+import { ROOT, runTool } from "./servers.ts";
+
+/** The P2P scripts, by the key their JSON gets in results.json. */
+export const P2P_SCRIPTS = {
+  transfer: "bench/p2p_transfer.ts",
+  trackerLoad: "bench/p2p_tracker_load.ts",
+} as const;
+
+/** Small sizes for `--quick`: a smoke test, not a measurement. */
+const QUICK_ARGS: Record<string, string[]> = {
+  [P2P_SCRIPTS.transfer]: ["--large-mib", "16", "--files", "50"],
+  [P2P_SCRIPTS.trackerLoad]: ["--peers", "50", "--interval", "1", "--duration", "2"],
+};
+
+/** One P2P script's outcome. */
+export interface P2pScriptResult {
+  script: string;
+  /** False while the script does not exist yet, or when it failed. */
+  available: boolean;
+  /** Why there are no figures, when there are none. */
+  note?: string;
+  /** What it printed, as parsed JSON. */
+  data?: Record<string, unknown>;
+}
+
+/** The P2P part of results.json. */
+export interface P2pPart {
+  date: string;
+  transfer: P2pScriptResult;
+  trackerLoad: P2pScriptResult;
+  targets: Target[];
+}
+
+/** Permissions the P2P scripts get: the benchmark's own. */
+const PERMISSIONS = [
+  "--allow-net",
+  "--allow-read",
+  "--allow-write",
+  "--allow-run",
+  "--allow-env",
+  "--allow-sys",
+];
+
+async function runScript(script: string, quick: boolean): Promise<P2pScriptResult> {
+  try {
+    Deno.statSync(`${ROOT}${script}`);
+  } catch {
+    return { script, available: false, note: "not yet available" };
+  }
+  try {
+    const run = await runTool([
+      Deno.execPath(),
+      "run",
+      ...PERMISSIONS,
+      script,
+      ...(quick ? QUICK_ARGS[script] ?? [] : []),
+    ]);
+    if (run.code !== 0) {
+      const why = (run.stderr || run.stdout).trim().split("\n")[0];
+      return { script, available: false, note: `exited ${run.code}: ${why}` };
+    }
+    return { script, available: true, data: parseJson(run.stdout) };
+  } catch (err) {
+    return { script, available: false, note: errorMessage(err) };
+  }
+}
+
+/** The whole output as JSON, or else its last line that looks like a JSON object. */
+function parseJson(out: string): Record<string, unknown> {
+  try {
+    return JSON.parse(out);
+  } catch {
+    const last = out.trim().split("\n").reverse().find((l) => l.trim().startsWith("{"));
+    if (!last) throw new Error("printed no JSON object");
+    return JSON.parse(last);
+  }
+}
+
+/** A number at a dotted path in some JSON, or null. */
+function numberAt(data: unknown, path: string): number | null {
+  let value = data;
+  for (const key of path.split(".")) {
+    if (typeof value !== "object" || value === null) return null;
+    value = (value as Record<string, unknown>)[key];
+  }
+  return typeof value === "number" && Number.isFinite(value) ? value : null;
+}
+
+/** The goals of issue 4, read from the figures the two scripts printed. */
+function p2pTargets(transfer: P2pScriptResult, trackerLoad: P2pScriptResult): Target[] {
+  const targets: Target[] = [];
+  if (transfer.available) {
+    const d = transfer.data;
+    targets.push(
+      target(
+        "p2p",
+        "P2P large file MB/s vs plain socket copy",
+        numberAt(d, "large.ratio"),
+        numberAt(d, "targets.ratio") ?? 0.5,
+      ),
+    );
+    const peaks = [
+      "large.senderPeakRssMiB",
+      "large.receiverPeakRssMiB",
+      "small.senderPeakRssMiB",
+      "small.receiverPeakRssMiB",
+    ].map((path) => numberAt(d, path)).filter((n) => n !== null);
+    targets.push(
+      target(
+        "p2p",
+        "P2P peak RSS per peer",
+        peaks.length ? Math.max(...peaks) : null,
+        numberAt(d, "targets.peakRssMiB") ?? 100,
+        "MiB",
+        false,
+        true,
+      ),
+      target(
+        "p2p",
+        "P2P small files/s vs plain socket copy",
+        numberAt(d, "small.ratio"),
+        numberAt(d, "targets.ratio") ?? 0.5,
+        "x",
+        true,
+      ),
+    );
+  }
+  if (trackerLoad.available) {
+    const d = trackerLoad.data;
+    targets.push(
+      target(
+        "p2p",
+        "tracker p99 directory latency",
+        numberAt(d, "p99Ms"),
+        numberAt(d, "targetP99Ms") ?? 50,
+        "ms",
+        false,
+        true,
+      ),
+    );
+  }
+  return targets;
+}
+
+/** Runs both P2P scripts (when they exist) and collects their figures. */
+export async function runP2pPart(quick: boolean, say: (line: string) => void): Promise<P2pPart> {
+  const transfer = await runScript(P2P_SCRIPTS.transfer, quick);
+  say(`p2p: transfer ${transfer.available ? "done" : transfer.note}`);
+  const trackerLoad = await runScript(P2P_SCRIPTS.trackerLoad, quick);
+  say(`p2p: tracker load ${trackerLoad.available ? "done" : trackerLoad.note}`);
+  return {
+    date: new Date().toISOString(),
+    transfer,
+    trackerLoad,
+    targets: p2pTargets(transfer, trackerLoad),
+  };
+}
+
+/** Every numeric leaf of a JSON value, as dotted paths (the `targets` list left out). */
+function numericLeaves(value: unknown, path = ""): [string, number][] {
+  if (typeof value === "number") return [[path, value]];
+  if (typeof value !== "object" || value === null) return [];
+  return Object.entries(value).flatMap(([key, inner]) =>
+    path === "" && key === "targets" ? [] : numericLeaves(inner, path ? `${path}.${key}` : key)
+  );
+}
+
+/** The P2P part as a text table: one line per figure, or "not yet available". */
+export function p2pTable(part: P2pPart): string {
+  const rows: string[][] = [];
+  for (const result of [part.transfer, part.trackerLoad]) {
+    if (!result.available) {
+      rows.push([result.script, "", result.note ?? "no figures"]);
+      continue;
+    }
+    for (const [key, value] of numericLeaves(result.data)) {
+      rows.push([result.script, key, formatNumber(value, Number.isInteger(value) ? 0 : 2)]);
+    }
+  }
+  return `P2P (figures as the P2P scripts report them)\n${
+    textTable(["script", "figure", "value"], rows, "llr")
+  }`;
+}
