@@ -365,8 +365,9 @@ export function proxyTable(part: ProxyPart): string {
   const node = part.rows.find((r) => r.id === "node");
   const headers = ["relay"];
   for (const c of PROXY_CASES) {
-    const key = c.path === "/1k" ? "req/s" : "MiB/s";
-    headers.push(`${c.id} ${key}`, "xNode");
+    const size = c.path === "/1k" ? "1KiB" : "10MiB";
+    const unit = c.path === "/1k" ? "req/s" : "MiB/s";
+    headers.push(`${size}${c.close ? " close" : ""} ${unit}`, "xNode");
   }
   headers.push("p99 ms (1k)", "peak RSS MiB");
   const body = part.rows.map((r) => {

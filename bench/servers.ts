@@ -16,17 +16,15 @@
  * @module
  */
 
-import { errorMessage } from "../lib/cli.ts";
+import { projectPath, startCommand } from "../lib/scripts.ts";
 
-/** The project's root folder: every command runs from there, as a student's would. */
-export const ROOT = decodeURIComponent(new URL("../", import.meta.url).pathname);
+/** The project's root folder, with a trailing slash: every command runs from there. */
+export const ROOT = projectPath(".");
 
 /** How long a server may take to say it is listening. */
 const START_TIMEOUT_MS = 30_000;
 /** After SIGTERM, how long a server may take to exit before SIGKILL. */
 const STOP_GRACE_MS = 3_000;
-/** Lines of a server's output kept for error messages. */
-const KEPT_LINES = 20;
 
 /** A server under test, running in its own process. */
 export interface RunningServer extends AsyncDisposable {
@@ -36,8 +34,6 @@ export interface RunningServer extends AsyncDisposable {
   readonly pid: number;
   /** The port it listens on, from its "listening on HOST:PORT" line. */
   readonly port: number;
-  /** Its last lines of output, for error messages. */
-  readonly lines: string[];
   /** SIGTERM, then SIGKILL for it and any child left after the grace time. */
   stop(): Promise<void>;
 }
@@ -52,81 +48,48 @@ export interface SpawnOptions {
 }
 
 /**
- * Starts `command` from the project root and waits until it listens: for a
- * line containing `listening on HOST:PORT`, or (with `knownPort`) for a
- * successful connection.
+ * Starts `command` from the project root (with `startCommand()` from
+ * lib/scripts.ts) and waits until it listens: for its `listening on
+ * HOST:PORT` line, or (with `knownPort`) for a successful connection.
  */
 export async function spawnServer(
   label: string,
   command: string[],
   options: SpawnOptions = {},
 ): Promise<RunningServer> {
-  const child = new Deno.Command(command[0], {
-    args: command.slice(1),
-    cwd: ROOT,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).spawn();
-  const lines: string[] = [];
-  let onListening: (port: number) => void = () => {};
-  const listening = new Promise<number>((resolve) => onListening = resolve);
-  const take = (line: string) => {
-    lines.push(line);
-    if (lines.length > KEPT_LINES) lines.shift();
-    const match = /listening on \S+:(\d+)/.exec(line);
-    if (match) onListening(Number(match[1]));
-  };
-  // Keep reading both pipes all along, or a chatty server would block on a full pipe.
-  const pumps = Promise.all([pumpLines(child.stdout, take), pumpLines(child.stderr, take)]);
-  let exited = false;
-  const status = child.status.then(async (s) => {
-    exited = true;
-    await pumps;
-    return s;
+  const script = await startCommand(command[0], command.slice(1), {
+    label,
+    waitForListening: options.knownPort === undefined,
+    timeoutMs: START_TIMEOUT_MS,
   });
+  const pid = script.process.pid;
+  let exited = false;
+  script.process.status.then(() => exited = true);
   const stop = async () => {
     if (exited) return;
-    const family = await treePids(child.pid);
-    signal(child.pid, "SIGTERM");
+    const family = await treePids(pid);
     const timer = setTimeout(() => {
-      for (const pid of [child.pid, ...family]) signal(pid, "SIGKILL");
+      for (const p of [pid, ...family]) signal(p, "SIGKILL");
     }, STOP_GRACE_MS);
-    await status;
+    await script.stop("SIGTERM");
     clearTimeout(timer);
     // Forked children still serving a connection would outlive their parent.
-    for (const pid of family) signal(pid, "SIGKILL");
+    for (const p of family) signal(p, "SIGKILL");
   };
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    const port = await Promise.race([
-      options.knownPort === undefined ? listening : waitForPort(options.knownPort, () => exited),
-      status.then((s) => {
-        throw new Error(`${label} exited with code ${s.code} before listening`);
-      }),
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Error(`${label} did not listen within ${START_TIMEOUT_MS} ms`)),
-          START_TIMEOUT_MS,
-        );
-      }),
-    ]);
-    return {
-      label,
-      pid: child.pid,
-      port,
-      lines,
-      stop,
-      [Symbol.asyncDispose]: stop,
-    };
-  } catch (err) {
-    await stop();
-    const said = lines.length ? `; it printed:\n  ${lines.join("\n  ")}` : "";
-    throw new Error(`${errorMessage(err)}${said}`);
-  } finally {
-    clearTimeout(timer);
+  let port = script.port;
+  if (options.knownPort !== undefined) {
+    port = options.knownPort;
+    const deadline = Date.now() + START_TIMEOUT_MS;
+    while (!await canConnect(port)) {
+      if (exited || Date.now() > deadline) {
+        await stop();
+        const said = script.lines.length ? `; it printed:\n  ${script.lines.join("\n  ")}` : "";
+        throw new Error(`${label} did not listen on port ${port}${said}`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
   }
+  return { label, pid, port, stop, [Symbol.asyncDispose]: stop };
 }
 
 /** What a load generator printed and how it ended. */
@@ -158,18 +121,15 @@ export function freePort(): number {
   return port;
 }
 
-/** Resolves with `port` once a connection to it succeeds. */
-async function waitForPort(port: number, gaveUp: () => boolean): Promise<number> {
-  while (!gaveUp()) {
-    try {
-      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-      conn.close();
-      return port;
-    } catch {
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+/** Whether something accepts connections on `port`. */
+async function canConnect(port: number): Promise<boolean> {
+  try {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    conn.close();
+    return true;
+  } catch {
+    return false;
   }
-  return port;
 }
 
 function signal(pid: number, name: Deno.Signal): void {
@@ -243,16 +203,4 @@ export class RssSampler {
     const last = out.trim().split("\n").pop() ?? "";
     return last.startsWith("{") ? JSON.parse(last).peakBytes : 0;
   }
-}
-
-async function pumpLines(stream: ReadableStream<Uint8Array>, onLine: (line: string) => void) {
-  const decoder = new TextDecoder();
-  let pending = "";
-  for await (const chunk of stream) {
-    pending += decoder.decode(chunk, { stream: true });
-    const parts = pending.split("\n");
-    pending = parts.pop()!;
-    for (const line of parts) onLine(line);
-  }
-  if (pending) onLine(pending);
 }

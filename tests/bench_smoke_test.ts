@@ -1,0 +1,104 @@
+/**
+ * Smoke test of the benchmark: `bench/bench.ts --part echo --quick` runs
+ * every echo server for real with small sizes, and writes JSON and an SVG
+ * chart of the expected shape. It never checks how fast anything is, only
+ * that every figure was really measured.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { haveCommand, projectPath } from "./helpers.ts";
+
+interface Row {
+  id: string;
+  label: string;
+  ours: boolean;
+  connsPerSec: number | null;
+  mibPerSec: number | null;
+  burst: Record<string, number | null>;
+  runs: Record<string, number[]>;
+  errors: string[];
+}
+
+function isPositive(n: unknown): boolean {
+  return typeof n === "number" && Number.isFinite(n) && n > 0;
+}
+
+Deno.test("bench.ts --part echo --quick measures every echo server and writes JSON and a chart", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "bench_smoke_" });
+  try {
+    const json = `${dir}/results.json`;
+    const chart = `${dir}/chart.svg`;
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-all",
+        "bench/bench.ts",
+        "--part",
+        "echo",
+        "--quick",
+        "--json",
+        json,
+        "--chart",
+        chart,
+      ],
+      cwd: projectPath("."),
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).output();
+    const stdout = new TextDecoder().decode(out.stdout);
+    const stderr = new TextDecoder().decode(out.stderr);
+    assert.equal(out.code, 0, `bench.ts failed:\n${stdout}\n${stderr}`);
+    assert.match(stdout, /Echo: .*\n.*conn\/s.*xNode/);
+    assert.match(stdout, /Targets\n/);
+
+    const results = JSON.parse(await Deno.readTextFile(json));
+    assert.equal(results.quick, true);
+    assert.ok(!Number.isNaN(Date.parse(results.date)), "date is a date");
+    assert.ok(isPositive(results.machine.cores), "machine.cores");
+    assert.equal(results.versions.deno, Deno.version.deno);
+    for (const tool of ["node", "python", "socat", "wrk"]) {
+      assert.equal(typeof results.versions[tool], "string", `versions.${tool}`);
+    }
+    assert.equal(results.proxy, undefined, "only the echo part ran");
+
+    const rows: Row[] = results.echo.rows;
+    const expected = ["async", "worker", "process"];
+    if (haveCommand("node")) expected.unshift("node");
+    if (haveCommand("python3")) expected.push("python");
+    if (haveCommand("socat")) expected.push("socat");
+    assert.deepEqual(rows.map((r) => r.id).sort(), [...expected].sort());
+    for (const row of rows) {
+      assert.deepEqual(row.errors, [], `${row.label} had errors`);
+      assert.ok(isPositive(row.connsPerSec), `${row.label} connsPerSec = ${row.connsPerSec}`);
+      assert.ok(isPositive(row.mibPerSec), `${row.label} mibPerSec = ${row.mibPerSec}`);
+      for (const key of ["p50Ms", "p99Ms", "maxMs", "seconds", "peakRssMiB"]) {
+        assert.ok(isPositive(row.burst[key]), `${row.label} burst.${key} = ${row.burst[key]}`);
+      }
+      assert.ok(row.burst.p50Ms! <= row.burst.p99Ms!, `${row.label} p50 <= p99`);
+      assert.equal(row.runs.connsPerSec.length, results.echo.settings.rounds);
+    }
+
+    const targets = results.echo.targets;
+    assert.equal(targets.length, 5);
+    for (const t of targets) {
+      assert.equal(typeof t.what, "string");
+      assert.ok(isPositive(t.goal), `${t.what} goal`);
+      if (t.what.includes("Node") && !haveCommand("node")) continue;
+      if (t.what.includes("Python") && !haveCommand("python3")) continue;
+      assert.ok(isPositive(t.measured), `${t.what} measured = ${t.measured}`);
+      assert.equal(t.met, t.measured >= t.goal);
+    }
+
+    const svg = await Deno.readTextFile(chart);
+    assert.match(svg, /^<svg xmlns="http:\/\/www.w3.org\/2000\/svg"/);
+    assert.match(svg, /prefers-color-scheme: dark/);
+    for (const row of rows) assert.ok(svg.includes(`>${row.label}<`), `chart shows ${row.label}`);
+    assert.equal((svg.match(/<rect /g) ?? []).length, 1 + rows.length * 2 + targets.length);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
