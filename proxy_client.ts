@@ -160,6 +160,13 @@ async function main(): Promise<number> {
 
   if (count === 1) {
     const result = await fetchThroughProxy({ proxy, host, path });
+    if (result.bytes === 0) {
+      throw new CliError(
+        `the proxy at ${
+          formatAddr(proxy)
+        } closed the connection without a reply (can it reach its upstream? see its log)`,
+      );
+    }
     console.error(
       `via ${formatAddr(proxy)}: ${result.statusLine}, ${formatBytes(result.bytes)} in ${
         result.ms.toFixed(1)
@@ -176,7 +183,7 @@ async function main(): Promise<number> {
     const name = `client ${String(i + 1).padStart(String(count).length)}`;
     try {
       const result = await fetchThroughProxy({ proxy, host, path, output: null });
-      answered++;
+      if (result.bytes > 0) answered++;
       received += result.bytes;
       console.log(
         `${name}: ${result.statusLine}, ${formatBytes(result.bytes)} in ${result.ms.toFixed(1)} ms`,

@@ -134,7 +134,7 @@ Deno.test("proxy_client.ts prints a binary page byte for byte on stdout, and a s
   );
 });
 
-Deno.test("fetchThroughProxy() reads the status line, or says the reply was empty", async () => {
+Deno.test("fetchThroughProxy() reads the status line; an empty reply is an error for the script", async () => {
   await using origin = await startOrigin();
   await using proxy = await startProxyServer({
     quiet: true,
@@ -161,6 +161,15 @@ Deno.test("fetchThroughProxy() reads the status line, or says the reply was empt
     output: null,
   });
   assert.deepEqual([empty.statusLine, empty.bytes], ["(empty reply)", 0]);
+
+  // The script says so in one line, and a run of several counts it as no reply.
+  const proxyArgs = ["--proxy", `127.0.0.1:${refusing.addr.port}`];
+  const one = await runScript("proxy_client.ts", proxyArgs);
+  assert.equal(one.code, 1);
+  assert.match(one.stderr, /^error: the proxy at .* closed the connection without a reply/);
+  const two = await runScript("proxy_client.ts", [...proxyArgs, "--count", "2"]);
+  assert.equal(two.code, 1);
+  assert.match(decoder.decode(two.stdout), /client 1: \(empty reply\), 0 B in .*\ntotal: 0 of 2 /s);
 });
 
 Deno.test("proxy_client.ts with no proxy running: one line, exit 1", async () => {

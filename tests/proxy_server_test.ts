@@ -447,7 +447,9 @@ for (const mode of MODES) {
       }
       const stalledAt = sent;
       const stalledGrowth = treeRss(pid) - idle;
-      assert.ok(stalledAt < 64 * MIB, `the origin got ${stalledAt} B out to a stalled client`);
+      // Socket buffers on the way may hold up to ~72 MiB here (tcp_rmem/tcp_wmem maxima);
+      // a proxy that kept reading would let the origin send all 400 MiB.
+      assert.ok(stalledAt < 100 * MIB, `the origin got ${stalledAt} B out to a stalled client`);
       assert.ok(stalledGrowth < MEMORY_HEADROOM_BYTES, `grew ${stalledGrowth} B while stalled`);
 
       const got = await drain(conn);
