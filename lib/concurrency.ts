@@ -38,6 +38,7 @@ import {
   type HandlerRef,
   HostConn,
   type HostMessage,
+  type Link,
 } from "./mux.ts";
 import { type Connection, formatAddr, listenOn } from "./net.ts";
 
@@ -263,8 +264,7 @@ function closeQuietly(conn: Deno.Conn): void {
 // ---------------------------------------------------------------------------
 
 /** One Worker or child process, as the host sees it. */
-interface Guest {
-  send(message: HostMessage): void;
+interface Guest extends Link<HostMessage> {
   /** Connections it serves now, by id. */
   conns: Map<number, HostConn>;
   /** Resolves when it has stopped, for whatever reason. */
@@ -279,6 +279,8 @@ type GuestFactory = (onMessage: (message: GuestMessage) => void) => Guest;
 
 /** Waiting longer than this for a fresh guest means something is broken. */
 const GUEST_START_TIMEOUT_MS = 15_000;
+/** Bytes read from a child's stdout at a time. */
+const CHILD_READ_BYTES = 256 * 1024;
 /** After `stop()`, how long a child may take before it is killed. */
 const GUEST_STOP_GRACE_MS = 2_000;
 
@@ -427,6 +429,7 @@ function workerFactory(): GuestFactory {
     return {
       conns: new Map(),
       exited,
+      copiesData: false,
       send(message) {
         if (message.t === "data") worker.postMessage(message, [message.bytes.buffer]);
         else worker.postMessage(message);
@@ -467,12 +470,15 @@ function childFactory(permissions: string[]): GuestFactory {
     const exited = (async () => {
       let why: string | null = null;
       const frames = new FrameDecoder();
-      const reader = child.stdout.getReader();
+      // A BYOB reader refills one buffer instead of allocating a chunk per read.
+      const reader = child.stdout.getReader({ mode: "byob" });
+      let buffer = new Uint8Array(CHILD_READ_BYTES);
       try {
         while (true) {
-          const { value, done } = await reader.read();
-          if (done) break;
+          const { value, done } = await reader.read(buffer);
+          if (done || !value) break;
           for (const message of frames.push(value)) onMessage(message as GuestMessage);
+          buffer = new Uint8Array(value.buffer);
         }
       } catch (err) {
         why = `bad output from child: ${(err as Error).message}`;
@@ -493,6 +499,7 @@ function childFactory(permissions: string[]): GuestFactory {
       conns: new Map(),
       exited,
       pid: child.pid,
+      copiesData: true,
       send(message) {
         if (broken) return;
         writer.write(encodeFrame(message)).catch(() => broken = true);

@@ -10,12 +10,13 @@ import { startGuest } from "./guest.ts";
 import { encodeFrame, FrameDecoder, type HostMessage } from "./mux.ts";
 import { writeAll } from "./net.ts";
 
-/** Largest batch of frames written to stdout at once. */
-const BATCH_BYTES = 256 * 1024;
+/** Frames shorter than this are joined with their neighbours into one write. */
+const SMALL_FRAME_BYTES = 4 * 1024;
 
 console.log = console.info = console.debug = console.error;
 
-// Frames leave in order through one writer; small ones are batched.
+// Frames leave in order through one writer. Runs of small frames (acknowledgements, ends,
+// log lines) are joined into one write; data frames go out as they are, without another copy.
 const pending: Uint8Array[] = [];
 let flushing = false;
 async function flush(): Promise<void> {
@@ -24,10 +25,13 @@ async function flush(): Promise<void> {
   try {
     while (pending.length > 0) {
       let batch = pending.shift()!;
-      if (batch.length < BATCH_BYTES && pending.length > 0) {
+      if (
+        batch.length < SMALL_FRAME_BYTES && pending.length > 0 &&
+        pending[0].length < SMALL_FRAME_BYTES
+      ) {
         const parts = [batch];
         let size = batch.length;
-        while (pending.length > 0 && size + pending[0].length <= BATCH_BYTES) {
+        while (pending.length > 0 && pending[0].length < SMALL_FRAME_BYTES) {
           const next = pending.shift()!;
           parts.push(next);
           size += next.length;
@@ -50,6 +54,7 @@ async function flush(): Promise<void> {
 }
 
 const route = startGuest({
+  copiesData: true,
   send(message) {
     pending.push(encodeFrame(message));
     flush();

@@ -14,6 +14,7 @@ const scope = self as unknown as {
 };
 
 const route = startGuest({
+  copiesData: false,
   send(message) {
     if (message.t === "data") scope.postMessage(message, [message.bytes.buffer]);
     else scope.postMessage(message);

@@ -74,7 +74,14 @@ export type Message = HostMessage | GuestMessage;
 
 /** One end of a link: sends messages; the owner routes what arrives. */
 export interface Link<Out extends Message> {
+  /**
+   * Sends a message. A Worker link takes ownership of a data message's
+   * buffer (it is transferred); a child-process link copies the bytes into a
+   * frame before it returns, so the sender may reuse its buffer at once.
+   */
   send(message: Out): void;
+  /** True when `send()` copies data bytes before returning (child processes). */
+  readonly copiesData: boolean;
 }
 
 // ---------------------------------------------------------------------------
@@ -267,13 +274,20 @@ export class HostConn {
   // Socket -> guest: read only while the guest has room (backpressure).
   async #readLoop(): Promise<void> {
     let size = FIRST_READ_BYTES;
+    // A link that copies lets one buffer serve every read; otherwise each read needs its own.
+    let reusable = null as Uint8Array<ArrayBuffer> | null;
     try {
       while (!this.#finished) {
         if (this.#unacked >= WINDOW_BYTES) {
           await new Promise<void>((resolve) => this.#wakeReader = resolve);
           continue;
         }
-        const buffer = new Uint8Array(size);
+        let buffer: Uint8Array<ArrayBuffer>;
+        if (!this.link.copiesData) buffer = new Uint8Array(size);
+        else {
+          if (reusable === null || reusable.length !== size) reusable = new Uint8Array(size);
+          buffer = reusable;
+        }
         const n = await this.conn.read(buffer);
         if (this.#finished) return;
         if (n === null) {
@@ -398,7 +412,8 @@ export class RemoteConn implements Connection {
     if (this.#wroteEof) throw new Deno.errors.BrokenPipe("write after closeWrite()");
     if (p.length === 0) return 0;
     this.#unacked += p.length;
-    this.link.send({ t: "data", id: this.id, bytes: p.slice() });
+    const bytes = this.link.copiesData ? p as Uint8Array<ArrayBuffer> : p.slice();
+    this.link.send({ t: "data", id: this.id, bytes });
     return p.length;
   }
 

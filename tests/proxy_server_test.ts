@@ -463,9 +463,7 @@ for (const mode of MODES) {
           (idle / MIB).toFixed(1)
         } MiB idle`,
       );
-      if (mode !== "process") {
-        assert.ok(peak - idle < MEMORY_HEADROOM_BYTES, `peaked at +${peak - idle} B`);
-      }
+      assert.ok(peak - idle < MEMORY_HEADROOM_BYTES, `peaked at +${peak - idle} B`);
     } finally {
       clearInterval(sampler);
       conn.close();
