@@ -42,7 +42,7 @@ import {
 import { type HandlerContext, type Mode, MODES, serveConnections } from "../lib/concurrency.ts";
 import { LineReader, LineTooLongError } from "../lib/lines.ts";
 import { elapsedMs, formatBytes, type Log, preview, printLog, silentLog } from "../lib/log.ts";
-import { type Connection, connectTo, formatAddr, READ_BUFFER_BYTES, writeAll } from "../lib/net.ts";
+import { type Connection, connectTo, formatAddr, writeAll } from "../lib/net.ts";
 import {
   downloadFile,
   HashCache,
@@ -53,6 +53,7 @@ import {
   refusalReason,
   RefusedError,
   removeStaleTempFiles,
+  TRANSFER_BUFFER_BYTES,
 } from "./files.ts";
 import {
   type Directory,
@@ -73,7 +74,7 @@ const LINGER_SECONDS = 30;
 /** Bytes a client may send after its request before we stop waiting for it to close. */
 const LINGER_MAX_BYTES = 64 * 1024;
 /** Files fetched at once; more wait their turn. */
-const PARALLEL_DOWNLOADS = 4;
+export const PARALLEL_DOWNLOADS = 4;
 /** First wait before reconnecting to the tracker; it doubles up to the maximum. */
 const BACKOFF_FIRST_MS = 250;
 const BACKOFF_MAX_MS = 10_000;
@@ -161,7 +162,7 @@ export async function fileRequestHandler(
   try {
     await writeAll(conn, new TextEncoder().encode(`Content-Length: ${info.size}\n`));
     // Stream exactly the announced length: one buffer in memory, whatever the size.
-    const buffer = new Uint8Array(READ_BUFFER_BYTES);
+    const buffer = new Uint8Array(Math.max(1, Math.min(TRANSFER_BUFFER_BYTES, info.size)));
     let sent = 0;
     while (sent < info.size) {
       const n = await file.read(buffer.subarray(0, Math.min(buffer.length, info.size - sent)));
