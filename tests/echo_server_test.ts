@@ -9,7 +9,17 @@ import assert from "node:assert/strict";
 import { startEchoServer } from "../echo_server.ts";
 import { type Mode, MODES, serveConnections } from "../lib/concurrency.ts";
 import { writeAll } from "../lib/net.ts";
-import { countFds, exchange, randomBytes, readAll, sha256, startScript } from "./helpers.ts";
+import {
+  childrenOf,
+  countFds,
+  exchange,
+  randomBytes,
+  readAll,
+  sha256,
+  startScript,
+  waitUntil,
+  withTimeout,
+} from "./helpers.ts";
 
 const FIXTURES = new URL("./fixtures/handlers.ts", import.meta.url).href;
 const lines: string[] = [];
@@ -187,36 +197,4 @@ for (const mode of MODES) {
     const after300 = fds();
     assert.ok(after300 <= after100 + 4, `fds grew from ${after100} to ${after300}`);
   });
-}
-
-/** Process ids of a process's direct children (Linux). */
-function childrenOf(pid: number): number[] {
-  const out: number[] = [];
-  for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
-    const text = Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/children`).trim();
-    if (text) out.push(...text.split(/\s+/).map(Number));
-  }
-  return out;
-}
-
-async function waitUntil(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
-
-async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`${what} took over ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }

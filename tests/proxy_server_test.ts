@@ -22,6 +22,8 @@ import {
   runScript,
   sha256,
   startScript,
+  waitUntil,
+  withTimeout,
 } from "./helpers.ts";
 
 const MIB = 1024 * 1024;
@@ -118,28 +120,6 @@ async function endOf(conn: Deno.Conn): Promise<string> {
     return "eof";
   } catch (err) {
     return err instanceof Deno.errors.ConnectionReset ? "reset" : "closed";
-  }
-}
-
-async function waitUntil(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
-
-async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`${what} took over ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
   }
 }
 
