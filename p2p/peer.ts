@@ -682,6 +682,9 @@ async function main(): Promise<void> {
   const poolSize = values.workers === undefined
     ? undefined
     : parseCount(values.workers as string, "--workers");
+  const wantedPort = values.port === undefined
+    ? undefined
+    : parsePort(values.port as string, "--port");
   for (const name of ["read", "write"] as const) {
     if ((await Deno.permissions.query({ name, path: dir })).state !== "granted") {
       throw new CliError(
@@ -695,14 +698,9 @@ async function main(): Promise<void> {
     if (err instanceof Deno.errors.NotFound) throw new CliError(`--dir ${dir}: no such folder`);
     throw err;
   }
-  let port: number;
-  if (values.port === undefined) {
-    port = firstFreePort(hostname, FIRST_PORT);
-    if (port === 0) {
-      throw new CliError(`no free port from ${FIRST_PORT} to ${FIRST_PORT + PORT_SEARCH_SPAN - 1}`);
-    }
-  } else {
-    port = parsePort(values.port as string, "--port");
+  const port = wantedPort ?? firstFreePort(hostname, FIRST_PORT);
+  if (port === 0 && wantedPort === undefined) {
+    throw new CliError(`no free port from ${FIRST_PORT} to ${FIRST_PORT + PORT_SEARCH_SPAN - 1}`);
   }
   const peer = await startPeer({
     dir,

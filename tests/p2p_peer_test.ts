@@ -13,7 +13,7 @@ import { writeAll } from "../lib/net.ts";
 import { preview } from "../lib/log.ts";
 import { startPeer } from "../p2p/peer.ts";
 import { type Directory, encodeLine } from "../p2p/protocol.ts";
-import { concat, randomBytes, readAll, sha256 } from "./helpers.ts";
+import { concat, randomBytes, readAll, runScript, sha256 } from "./helpers.ts";
 import { folderState, MIB, namesIn, putFile, tempFolder, waitUntil } from "./p2p_helpers.ts";
 
 const T0 = 1_700_000_000; // a fixed mtime, in seconds
@@ -409,4 +409,38 @@ Deno.test("Init lists the shared files with size and SHA-256; a KeepAlive carrie
   } finally {
     await tracker.close();
   }
+});
+
+Deno.test("peer.ts answers a bad command line with one line and the usage (exit 2), a missing folder or permission with one line (exit 1)", async () => {
+  const all = ["--allow-net", "--allow-read", "--allow-write"];
+  for (
+    const args of [
+      [],
+      ["--dir"],
+      ["--dir", "share", "--interval", "0"],
+      ["--dir", "share", "--mode", "threads"],
+      ["--dir", "share", "--port", "70000"],
+      ["--dir", "share", "10.0.0.1"],
+      ["--dir", "share", "10.0.0.1", "9000", "--tracker", "10.0.0.1:9000"],
+      ["--dir", "share", "--tracker", "nowhere"],
+    ]
+  ) {
+    const run = await runScript("p2p/peer.ts", args, { permissions: all });
+    assert.equal(run.code, 2, `${args.join(" ")}: ${run.stderr}`);
+    assert.match(run.stderr, /^error: [^\n]+\nusage: /);
+  }
+  const missing = await runScript("p2p/peer.ts", ["--dir", "/nonexistent/share"], {
+    permissions: all,
+  });
+  assert.equal(missing.code, 1);
+  assert.equal(missing.stderr, "error: --dir /nonexistent/share: no such folder\n");
+  await using share = await tempFolder();
+  const denied = await runScript("p2p/peer.ts", ["--dir", share.path], {
+    permissions: ["--allow-net"],
+  });
+  assert.equal(denied.code, 1);
+  assert.match(
+    denied.stderr,
+    /^error: no permission to read .* run with --allow-read=\S+ --allow-write=\S+\n$/,
+  );
 });
