@@ -229,6 +229,8 @@ export interface PeerOptions {
   progress?: boolean;
   /** Seconds without data before a download gives up on its holder. @default {30} */
   idleTimeoutSeconds?: number;
+  /** Seconds a client may take to send its file request. @default {10} */
+  requestTimeoutSeconds?: number;
   /** Where lines go. @default {console.log} */
   log?: Log;
 }
@@ -280,7 +282,11 @@ export async function startPeer(options: PeerOptions): Promise<Peer> {
   if (stale.length > 0) log(`removed ${stale.length} temp file(s) left by an earlier run`);
   const server = await serveConnections<FileHandlerOptions>({
     handler: { module: import.meta.url, name: "fileRequestHandler" },
-    handlerOptions: { dir, quiet: options.quiet ?? false },
+    handlerOptions: {
+      dir,
+      quiet: options.quiet ?? false,
+      requestTimeoutSeconds: options.requestTimeoutSeconds,
+    },
     hostname: options.hostname ?? "127.0.0.1",
     port: options.port ?? 0,
     mode: options.mode,

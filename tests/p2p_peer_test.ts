@@ -158,9 +158,13 @@ for (const mode of MODES) {
         mode,
         poolSize: 1,
         interval: 0.2,
+        requestTimeoutSeconds: 0.5,
         log: (line) => lines.push(line),
       });
       const port = peer.addr.port;
+      // A client that connects and says nothing is closed after the request timeout.
+      const idle = await Deno.connect({ hostname: "127.0.0.1", port });
+      const idleEnded = readAll(idle).catch(() => new Uint8Array(0)).finally(() => idle.close());
       assert.deepEqual(await ask(port, encoder.encode("ok.bin\n")), reply(ok));
       // A symlink to a shared file in the same folder is that file.
       assert.deepEqual(await ask(port, encoder.encode("alias.bin\r\n")), reply(ok));
@@ -189,7 +193,7 @@ for (const mode of MODES) {
       // Still serving after all that.
       assert.deepEqual(await ask(port, encoder.encode("ok.bin\n")), reply(ok));
       await waitUntil(
-        () => lines.filter((l) => l.startsWith("refused ")).length >= refused.length,
+        () => lines.filter((l) => l.startsWith("refused ")).length >= refused.length + 1,
         5000,
         "a log line per refusal",
         () => lines.join("\n"),
@@ -197,6 +201,8 @@ for (const mode of MODES) {
       assert.ok(lines.some((l) => /out\.txt.*symlink leads out of the shared folder/.test(l)));
       assert.ok(lines.some((l) => /secret\.txt.*path separators/.test(l)));
       assert.ok(lines.some((l) => /request longer than/.test(l)));
+      assert.deepEqual(await idleEnded, new Uint8Array(0));
+      assert.ok(lines.some((l) => /no request within 0\.5 s/.test(l)), lines.join("\n"));
     } finally {
       await tracker.close();
     }
