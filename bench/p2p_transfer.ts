@@ -32,6 +32,8 @@ const MIB = 1024 * 1024;
 /** Targets from the issue. */
 const TARGET_RATIO = 0.5; // of the plain copy's MB/s
 const TARGET_PEAK_RSS_MIB = 100; // per peer
+/** Rounds in which a download failed with every holder before the run is given up. */
+const MAX_FAILED_ROUNDS = 3;
 /** Bytes per write while creating the large file. */
 const WRITE_CHUNK_BYTES = 8 * MIB;
 
@@ -240,6 +242,9 @@ async function p2pRun(
   const started = performance.now();
   while (countShared(to) < count) {
     if (performance.now() - started > 600_000) throw new Error("P2P transfer took over 10 min");
+    // A download that keeps failing will not finish: say why instead of waiting.
+    const failures = receiver.lines.filter((l) => l.includes("will retry next round"));
+    if (failures.length >= MAX_FAILED_ROUNDS) throw new Error(`P2P transfer fails: ${failures[0]}`);
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
   const seconds = (performance.now() - started) / 1000;
