@@ -34,6 +34,8 @@ interface Group {
   title: string;
   oneLabel: string;
   bars: Bar[];
+  /** Longer bars are cut at this value (their figures still say how long they are). */
+  cap?: number;
 }
 
 const WIDTH = 980; // px, the whole drawing
@@ -43,6 +45,7 @@ const ROW = 22; // px per bar
 const BAR = 14; // px, bar thickness
 const GROUP_GAP = 40; // px above each group's bars (its title lives there)
 const MARGIN = 16; // px around everything
+const TARGET_CAP = 3; // target bars are cut at 3 times their goal
 
 function escapeXml(text: string): string {
   return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
@@ -90,7 +93,9 @@ function proxyGroups(results: Results): Group[] {
     const key = c.path === "/1k" ? "reqPerSec" : "mibPerSec";
     const unit = c.path === "/1k" ? "req/s" : "MiB/s";
     return {
-      title: `Proxy: ${unit} for the ${c.label.replace("keep-alive", "file, keep-alive")}`,
+      title: `Proxy: ${unit}, ${c.path === "/1k" ? "1 KiB" : "10 MiB"} file, ${
+        c.close ? "Connection: close" : "keep-alive"
+      }`,
       oneLabel: "Node relay = 1",
       bars: proxy.rows.map((r) => {
         const figure = r.cases[c.id]?.[key] ?? null;
@@ -108,6 +113,51 @@ function proxyGroups(results: Results): Group[] {
   });
 }
 
+/** A number at a dotted path in some JSON, or null. */
+function numberAt(data: unknown, path: string): number | null {
+  let value = data;
+  for (const key of path.split(".")) {
+    if (typeof value !== "object" || value === null) return null;
+    value = (value as Record<string, unknown>)[key];
+  }
+  return typeof value === "number" && Number.isFinite(value) ? value : null;
+}
+
+function p2pGroups(results: Results): Group[] {
+  const transfer = results.p2p?.transfer;
+  if (!transfer?.available) return [];
+  const d = transfer.data;
+  const bar = (label: string, prefix: string, unit: string, digits: number): Bar => {
+    const p2p = numberAt(d, `${prefix}.p2p${unit}`);
+    const copy = numberAt(d, `${prefix}.copy${unit}`);
+    const value = numberAt(d, `${prefix}.ratio`) ?? ratio(p2p, copy);
+    const shown = unit === "MBps" ? "MB/s" : "files/s";
+    return {
+      label,
+      value,
+      text: `${formatRatio(value)}  (${formatNumber(p2p, digits)} vs ${
+        formatNumber(copy, digits)
+      } ${shown})`,
+      kind: "ours",
+    };
+  };
+  const large = numberAt(d, "large.bytes");
+  const files = numberAt(d, "small.files");
+  return [{
+    title: "P2P: two peers through the tracker, against a plain socket copy of the same bytes",
+    oneLabel: "plain copy = 1",
+    bars: [
+      bar(
+        `${large ? formatNumber(large / 1024 / 1024) + " MiB" : "large"} file`,
+        "large",
+        "MBps",
+        0,
+      ),
+      bar(`${files ? formatNumber(files) : "many"} small files`, "small", "FilesPerSec", 0),
+    ],
+  }];
+}
+
 function targetGroup(results: Results): Group[] {
   const targets = [
     ...(results.echo?.targets ?? []),
@@ -118,6 +168,7 @@ function targetGroup(results: Results): Group[] {
   return [{
     title: "Targets: measured as a share of the goal (past the line = reached)",
     oneLabel: "goal",
+    cap: TARGET_CAP,
     bars: targets.map((t) => {
       // For an upper bound (latency, memory) the share is goal / measured, so longer is better too.
       const share = t.measured === null
@@ -138,7 +189,12 @@ function targetGroup(results: Results): Group[] {
 
 /** The whole chart for `results`, as SVG text. */
 export function drawChart(results: Results): string {
-  const groups = [...echoGroups(results), ...proxyGroups(results), ...targetGroup(results)];
+  const groups = [
+    ...echoGroups(results),
+    ...proxyGroups(results),
+    ...p2pGroups(results),
+    ...targetGroup(results),
+  ];
   const parts: string[] = [];
   let y = MARGIN + 24;
   parts.push(
@@ -149,7 +205,8 @@ export function drawChart(results: Results): string {
   for (const group of groups) {
     y += GROUP_GAP;
     parts.push(`<text class="group" x="${MARGIN}" y="${y - 12}">${escapeXml(group.title)}</text>`);
-    const top = Math.max(1.1, ...group.bars.map((b) => b.value ?? 0)) * 1.05;
+    const cap = group.cap ?? Infinity;
+    const top = Math.min(cap, Math.max(1.1, ...group.bars.map((b) => b.value ?? 0))) * 1.05;
     const scale = BAR_AREA / top;
     const x0 = MARGIN + LABEL_WIDTH;
     const xOne = x0 + scale;
@@ -170,7 +227,7 @@ export function drawChart(results: Results): string {
           escapeXml(bar.label)
         }</text>`,
       );
-      const w = bar.value === null ? 0 : Math.max(1, bar.value * scale);
+      const w = bar.value === null ? 0 : Math.max(1, Math.min(cap, bar.value) * scale);
       parts.push(
         `<rect class="${bar.kind}" x="${x0}" y="${rowY}" width="${
           w.toFixed(1)

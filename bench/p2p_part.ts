@@ -73,7 +73,8 @@ async function runScript(script: string, quick: boolean): Promise<P2pScriptResul
       ...(quick ? QUICK_ARGS[script] ?? [] : []),
     ]);
     if (run.code !== 0) {
-      const why = (run.stderr || run.stdout).trim().split("\n")[0];
+      // Progress goes to stderr first; the reason for failing comes last.
+      const why = (run.stderr || run.stdout).trim().split("\n").pop();
       return { script, available: false, note: `exited ${run.code}: ${why}` };
     }
     return { script, available: true, data: parseJson(run.stdout) };
