@@ -47,7 +47,7 @@ export const FULL_ECHO: EchoSettings = {
   burstConns: 500,
   burstBytes: 4096,
   holdMs: 300,
-  rounds: 3,
+  rounds: 5,
   sampleMs: 20,
 };
 
@@ -90,7 +90,10 @@ export interface EchoRow {
     p99Ms: number | null;
     maxMs: number | null;
     seconds: number | null;
+    /** Sum of VmRSS over the server's process tree (a forked child's shared pages count again). */
     peakRssMiB: number | null;
+    /** Most processes in the server's tree at one sample. */
+    peakProcesses: number | null;
   };
   /** Every run's figure, in round order. */
   runs: { connsPerSec: number[]; mibPerSec: number[]; burstP99Ms: number[] };
@@ -230,7 +233,14 @@ export async function runEchoPart(
     command: s.command.map((a) => a === Deno.execPath() ? "deno" : a).join(" "),
     connsPerSec: null,
     mibPerSec: null,
-    burst: { p50Ms: null, p99Ms: null, maxMs: null, seconds: null, peakRssMiB: null },
+    burst: {
+      p50Ms: null,
+      p99Ms: null,
+      maxMs: null,
+      seconds: null,
+      peakRssMiB: null,
+      peakProcesses: null,
+    },
     runs: { connsPerSec: [], mibPerSec: [], burstP99Ms: [] },
     errors: [],
   }));
@@ -292,8 +302,11 @@ async function measure(
     try {
       result = await load(server.port, test, settings);
     } finally {
-      const peak = round((await sampler.stop()) / MIB);
-      row.burst.peakRssMiB = Math.max(row.burst.peakRssMiB ?? 0, peak ?? 0) || null;
+      const peak = await sampler.stop();
+      row.burst.peakRssMiB =
+        Math.max(row.burst.peakRssMiB ?? 0, round(peak.peakBytes / MIB) ?? 0) ||
+        null;
+      row.burst.peakProcesses = Math.max(row.burst.peakProcesses ?? 0, peak.peakProcesses) || null;
     }
     noteErrors(row, result);
     if (result.errors === 0 && result.p99Ms !== undefined) {
@@ -359,6 +372,7 @@ export function echoTable(part: EchoPart): string {
     formatNumber(r.burst.p50Ms, 1),
     formatNumber(r.burst.p99Ms, 1),
     formatNumber(r.burst.peakRssMiB, 1),
+    formatNumber(r.burst.peakProcesses),
   ]);
   const s = part.settings;
   const title = `Echo: ${formatNumber(s.conns)} sequential connections; ` +
@@ -366,9 +380,11 @@ export function echoTable(part: EchoPart): string {
     `${formatNumber(s.burstConns)} connections at once with ${formatNumber(s.burstBytes)} B each ` +
     `(best of ${s.rounds} round${s.rounds === 1 ? "" : "s"}; ratios against Node net)`;
   const table = textTable(
-    ["server", "conn/s", "xNode", "MiB/s", "xNode", "p50 ms", "p99 ms", "peak RSS MiB"],
+    ["server", "conn/s", "xNode", "MiB/s", "xNode", "p50 ms", "p99 ms", "peak RSS MiB", "procs"],
     body,
   );
+  const note = "peak RSS: the sum of VmRSS over the server and its children during the burst; " +
+    "pages a forked child shares with its parent count once per child (procs: most processes seen)";
   const problems = part.rows.flatMap((r) => r.errors.map((e) => `  ${r.label}: ${e}`));
-  return [title, table, ...(problems.length ? ["problems:", ...problems] : [])].join("\n");
+  return [title, table, note, ...(problems.length ? ["problems:", ...problems] : [])].join("\n");
 }

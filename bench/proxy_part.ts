@@ -301,10 +301,8 @@ export async function runProxyPart(
           row.errors.push(`${c.label}: ${errorMessage(err)}`);
         } finally {
           if (sampler) {
-            row.peakRssMiB = Math.max(
-              row.peakRssMiB ?? 0,
-              round((await sampler.stop()) / MIB) ?? 0,
-            );
+            const peak = await sampler.stop();
+            row.peakRssMiB = Math.max(row.peakRssMiB ?? 0, round(peak.peakBytes / MIB) ?? 0);
           }
         }
       }

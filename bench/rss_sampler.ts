@@ -2,7 +2,7 @@
 /**
  * Samples the resident memory of a process together with all its children
  * (the sum of their VmRSS in Linux `/proc`) until its stdin ends, then prints
- * the peak as JSON. The benchmark runs it beside each server under test.
+ * the peak, and the most processes seen in the tree, as JSON. The benchmark runs it beside each server under test.
  *
  * It needs `--allow-all`: Deno lets a script read `/proc` only with every
  * permission, so this small program, and nothing else in the benchmark, gets
@@ -53,18 +53,28 @@ export function treePids(root: number): number[] {
   return found;
 }
 
-/** Resident memory of `root` and all its descendants, in bytes. */
-export function treeRssBytes(root: number): number {
-  let total = 0;
+/** One look at a process tree. */
+export interface TreeSample {
+  /** The sum of VmRSS over the tree, in bytes: pages shared by forked children count once per child. */
+  rssBytes: number;
+  /** Processes in the tree, `root` included. */
+  processes: number;
+}
+
+/** Resident memory of `root` and all its descendants. */
+export function sampleTree(root: number): TreeSample {
+  let rssBytes = 0;
+  let processes = 0;
   for (const pid of [root, ...treePids(root)]) {
     try {
       const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-      total += Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) * 1024;
+      rssBytes += Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) * 1024;
+      processes++;
     } catch {
       // It exited while we looked.
     }
   }
-  return total;
+  return { rssBytes, processes };
 }
 
 /** Reads stdin until it ends. */
@@ -93,17 +103,22 @@ async function main(): Promise<void> {
     return;
   }
   const interval = parseCount(values["interval-ms"] as string, "--interval-ms");
-  let peak = treeRssBytes(pid);
-  let samples = 1;
-  const timer = setInterval(() => {
-    peak = Math.max(peak, treeRssBytes(pid));
+  let peakBytes = 0;
+  let peakProcesses = 0;
+  let samples = 0;
+  const sample = () => {
+    const now = sampleTree(pid);
+    peakBytes = Math.max(peakBytes, now.rssBytes);
+    peakProcesses = Math.max(peakProcesses, now.processes);
     samples++;
-  }, interval);
+  };
+  sample();
+  const timer = setInterval(sample, interval);
   console.log("sampling");
   await stdinEnded();
   clearInterval(timer);
-  peak = Math.max(peak, treeRssBytes(pid));
-  console.log(JSON.stringify({ peakBytes: peak, samples: samples + 1 }));
+  sample();
+  console.log(JSON.stringify({ peakBytes, peakProcesses, samples }));
 }
 
 if (import.meta.main) runMain(USAGE, main);

@@ -10,7 +10,7 @@
  * const server = await spawnServer("node net", ["node", "bench/node_echo.mjs", "0"]);
  * const sampler = await RssSampler.start(server.pid, 20);
  * // ... drive load at server.port ...
- * console.log((await sampler.stop()) / 1024 / 1024, "MiB at peak");
+ * console.log((await sampler.stop()).peakBytes / 1024 / 1024, "MiB at peak");
  * await server.stop();
  * ```
  * @module
@@ -151,6 +151,14 @@ export async function treePids(root: number): Promise<number[]> {
   return run.code === 0 ? JSON.parse(run.stdout) : [];
 }
 
+/** What {@linkcode RssSampler} saw at most. */
+export interface MemoryPeak {
+  /** Highest sum of VmRSS over the process tree, in bytes. */
+  peakBytes: number;
+  /** Most processes in the tree at one sample. */
+  peakProcesses: number;
+}
+
 /**
  * Samples the resident memory of a process and all its children every
  * `intervalMs`, in a process of its own (`bench/rss_sampler.ts`), from
@@ -195,12 +203,12 @@ export class RssSampler {
     }
   }
 
-  /** Stops sampling and returns the peak, in bytes. */
-  async stop(): Promise<number> {
+  /** Stops sampling and returns the peaks. */
+  async stop(): Promise<MemoryPeak> {
     await this.child.stdin.close();
     const out = await this.#readAll(false);
     await this.child.status;
     const last = out.trim().split("\n").pop() ?? "";
-    return last.startsWith("{") ? JSON.parse(last).peakBytes : 0;
+    return last.startsWith("{") ? JSON.parse(last) : { peakBytes: 0, peakProcesses: 0 };
   }
 }

@@ -75,7 +75,7 @@ Deno.test("bench.ts --part echo --quick measures every echo server and writes JS
       assert.deepEqual(row.errors, [], `${row.label} had errors`);
       assert.ok(isPositive(row.connsPerSec), `${row.label} connsPerSec = ${row.connsPerSec}`);
       assert.ok(isPositive(row.mibPerSec), `${row.label} mibPerSec = ${row.mibPerSec}`);
-      for (const key of ["p50Ms", "p99Ms", "maxMs", "seconds", "peakRssMiB"]) {
+      for (const key of ["p50Ms", "p99Ms", "maxMs", "seconds", "peakRssMiB", "peakProcesses"]) {
         assert.ok(isPositive(row.burst[key]), `${row.label} burst.${key} = ${row.burst[key]}`);
       }
       assert.ok(row.burst.p50Ms! <= row.burst.p99Ms!, `${row.label} p50 <= p99`);
