@@ -64,6 +64,8 @@ export interface WrkFigures {
   p99Ms: number | null;
   /** Socket errors (connect, read, write, timeout) plus non-2xx/3xx responses. */
   errors: number;
+  /** Which errors, in wrk's words: "timeout 20, non-2xx 3". */
+  errorKinds?: string;
 }
 
 /** One relay's (or the direct path's) figures. */
@@ -92,6 +94,8 @@ export interface ProxyPart {
 }
 
 const MIB = 1024 * 1024;
+/** Seconds wrk waits for a response before counting a timeout. */
+const WRK_TIMEOUT_SECONDS = 10;
 
 /** Milliseconds from a wrk latency such as `617.52us`, `2.34ms` or `1.02s`. */
 function wrkMs(text: string): number | null {
@@ -118,6 +122,12 @@ export function parseWrk(out: string): WrkFigures {
   const socket = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
   const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(out);
   const bytes = transfer ? wrkBytes(transfer[1]) : null;
+  const kinds = ["connect", "read", "write", "timeout"]
+    .map((kind, i) => [kind, Number(socket?.[i + 1] ?? 0)] as const)
+    .concat([["non-2xx", Number(non2xx?.[1] ?? 0)]])
+    .filter(([, n]) => n > 0)
+    .map(([kind, n]) => `${kind} ${n}`)
+    .join(", ");
   return {
     reqPerSec: reqs ? round(Number(reqs[1])) : null,
     mibPerSec: bytes === null ? null : round(bytes / MIB),
@@ -125,6 +135,7 @@ export function parseWrk(out: string): WrkFigures {
     p99Ms: p99 ? round(wrkMs(p99[1])) : null,
     errors: (socket ? socket.slice(1).reduce((sum, n) => sum + Number(n), 0) : 0) +
       (non2xx ? Number(non2xx[1]) : 0),
+    ...(kinds ? { errorKinds: kinds } : {}),
   };
 }
 
@@ -213,6 +224,9 @@ async function wrk(
     `-t${settings.threads}`,
     `-c${settings.connections}`,
     `-d${settings.seconds}s`,
+    // 10 MiB responses shared by 50 connections can take longer than wrk's default of 2 s.
+    `--timeout`,
+    `${WRK_TIMEOUT_SECONDS}s`,
     "--latency",
     ...(close ? ["-H", "Connection: close"] : []),
     `http://127.0.0.1:${port}${path}`,
@@ -296,7 +310,7 @@ export async function runProxyPart(
             settings,
           );
           row.cases[c.id] = figures;
-          if (figures.errors > 0) row.errors.push(`${c.label}: ${figures.errors} errors`);
+          if (figures.errors > 0) row.errors.push(`${c.label}: wrk errors: ${figures.errorKinds}`);
         } catch (err) {
           row.errors.push(`${c.label}: ${errorMessage(err)}`);
         } finally {

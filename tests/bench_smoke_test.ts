@@ -8,6 +8,7 @@
  */
 
 import assert from "node:assert/strict";
+import { parseWrk } from "../bench/proxy_part.ts";
 import { haveCommand, projectPath } from "./helpers.ts";
 
 interface Row {
@@ -101,4 +102,35 @@ Deno.test("bench.ts --part echo --quick measures every echo server and writes JS
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("parseWrk() reads rates, latency percentiles and errors from wrk's report", () => {
+  const report = `Running 10s test @ http://127.0.0.1:8080/1k
+  2 threads and 50 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   701.20us  310.00us  12.00ms   90.00%
+  Latency Distribution
+     50%  617.52us
+     75%    0.90ms
+     90%    1.20ms
+     99%    2.34ms
+  123456 requests in 10.00s, 130.00MB read
+  Socket errors: connect 0, read 3, write 0, timeout 20
+  Non-2xx or 3xx responses: 5
+Requests/sec:  12345.67
+Transfer/sec:      1.50GB
+`;
+  assert.deepEqual(parseWrk(report), {
+    reqPerSec: 12345.67,
+    mibPerSec: 1536,
+    p50Ms: 0.618,
+    p99Ms: 2.34,
+    errors: 28,
+    errorKinds: "read 3, timeout 20, non-2xx 5",
+  });
+  const clean = parseWrk("Requests/sec:  10.00\nTransfer/sec:  512.00KB\n");
+  assert.equal(clean.mibPerSec, 0.5);
+  assert.equal(clean.errors, 0);
+  assert.equal(clean.errorKinds, undefined);
+  assert.equal(parseWrk("unable to connect to 127.0.0.1:1").reqPerSec, null);
 });
