@@ -84,13 +84,24 @@ export function parseCli(
  * parsePort("8001", "--port"); // 8001
  * ```
  */
-export function parsePort(text: string, flag: string): number {
-  if (!/^\d{1,5}$/.test(text) || Number(text) > 65535) {
-    throw new UsageError(
-      `${flag} must be a whole number from 0 to 65535, got "${text}"`,
-    );
+export function parsePort(text: string, flag: string, min = 0): number {
+  if (!/^\d{1,5}$/.test(text) || Number(text) > 65535 || Number(text) < min) {
+    throw new UsageError(`${flag} must be a whole number from ${min} to 65535, got "${text}"`);
   }
   return Number(text);
+}
+
+/**
+ * Reads the port of a server to connect to: 1 to 65535 (port 0 names no
+ * server).
+ *
+ * @example
+ * ```ts
+ * parseTargetPort("80", "--port"); // 80
+ * ```
+ */
+export function parseTargetPort(text: string, flag: string): number {
+  return parsePort(text, flag, 1);
 }
 
 /** A host name or IP address together with a port. */
@@ -114,13 +125,14 @@ export function parseHostPort(
   text: string,
   flag: string,
   defaultPort?: number,
+  minPort = 1,
 ): HostPort {
   const match = /^(?:\[([^\]]+)\]|([^:\s]+))(?::([^:]*))?$/.exec(text);
   if (!match || (match[3] === undefined && defaultPort === undefined)) {
     throw new UsageError(`${flag} must look like HOST:PORT, got "${text}"`);
   }
   const hostname = match[1] ?? match[2];
-  const port = match[3] === undefined ? defaultPort! : parsePort(match[3], flag);
+  const port = match[3] === undefined ? defaultPort! : parsePort(match[3], flag, minPort);
   return { hostname, port };
 }
 

@@ -21,6 +21,33 @@
 
 import { CliError } from "./cli.ts";
 
+/** Closes a connection or file that may be closed already (by the peer's reset, say). */
+export function closeQuietly(resource: { close(): void }): void {
+  try {
+    resource.close();
+  } catch {
+    // Closed already: nothing left to release.
+  }
+}
+
+/**
+ * Joins byte arrays into one.
+ *
+ * @example
+ * ```ts
+ * concatBytes([Uint8Array.of(1), Uint8Array.of(2, 3)]); // Uint8Array [1, 2, 3]
+ * ```
+ */
+export function concatBytes(parts: readonly Uint8Array[]): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(parts.reduce((sum, p) => sum + p.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
+
 /** Bytes asked for per `read()`: 64 KiB measured fastest here on loopback. */
 export const READ_BUFFER_BYTES = 64 * 1024;
 

@@ -188,3 +188,13 @@ async function pumpLines(stream: ReadableStream<Uint8Array>, onLine: (line: stri
   }
   if (pending) onLine(pending);
 }
+
+/** Whether a command is on the PATH (for steps and tests that need a Debian tool). */
+export function haveCommand(name: string): boolean {
+  try {
+    return new Deno.Command("sh", { args: ["-c", `command -v ${name}`], stdout: "null" })
+      .outputSync().success;
+  } catch {
+    return false;
+  }
+}

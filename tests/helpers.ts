@@ -7,9 +7,16 @@
  */
 
 import { createHash } from "node:crypto";
-import { READ_BUFFER_BYTES, writeAll } from "../lib/net.ts";
+import { concatBytes, READ_BUFFER_BYTES, writeAll } from "../lib/net.ts";
 
-export { projectPath, ROOT, runScript, type Script, startScript } from "../lib/scripts.ts";
+export {
+  haveCommand,
+  projectPath,
+  ROOT,
+  runScript,
+  type Script,
+  startScript,
+} from "../lib/scripts.ts";
 
 /** SHA-256 of some bytes, as hex. */
 export function sha256(bytes: Uint8Array): string {
@@ -75,16 +82,8 @@ export async function exchange(
   }
 }
 
-/** Joins byte arrays. */
-export function concat(parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(parts.reduce((sum, p) => sum + p.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
-}
+/** Joins byte arrays (the one in `lib/net.ts`). */
+export const concat = concatBytes;
 
 /** Reads a connection to its end. */
 export async function readAll(conn: Deno.Conn): Promise<Uint8Array<ArrayBuffer>> {
@@ -119,16 +118,6 @@ export function childrenOf(pid: number): number[] {
     if (text) out.push(...text.split(/\s+/).map(Number));
   }
   return out;
-}
-
-/** Whether a command is on the PATH. */
-export function haveCommand(name: string): boolean {
-  try {
-    return new Deno.Command("sh", { args: ["-c", `command -v ${name}`], stdout: "null" })
-      .outputSync().success;
-  } catch {
-    return false;
-  }
 }
 
 /**
