@@ -15,7 +15,14 @@
  * @module
  */
 
-import { CliError, parseCli, parsePort, parseSeconds, runMain, UsageError } from "./lib/cli.ts";
+import {
+  CliError,
+  parseCli,
+  parseHttpPath,
+  parseSeconds,
+  parseTargetPort,
+  runMain,
+} from "./lib/cli.ts";
 import { elapsedMs, formatBytes } from "./lib/log.ts";
 import { connectTo, formatAddr, READ_BUFFER_BYTES, writeAll, type Writer } from "./lib/net.ts";
 
@@ -157,14 +164,11 @@ async function main(): Promise<void> {
     timeout: { type: "string", default: "10" },
   });
   const hostname = values.host as string;
-  const path = values.path as string;
-  if (!path.startsWith("/") || /\s/.test(path)) {
-    throw new UsageError(`--path must start with "/" and contain no spaces, got "${path}"`);
-  }
+  const path = parseHttpPath(values.path as string, "--path");
   try {
     await fetchPage({
       hostname,
-      port: parsePort(values.port as string, "--port"),
+      port: parseTargetPort(values.port as string, "--port"),
       path,
       message: values.message === undefined
         ? undefined

@@ -16,7 +16,7 @@
  * @module
  */
 
-import { buildGetRequest } from "./client.ts";
+import { buildGetRequest, fetchPage } from "./client.ts";
 import {
   CliError,
   errorMessage,
@@ -24,16 +24,18 @@ import {
   parseCli,
   parseCount,
   parseHostPort,
+  parseHttpPath,
+  parseSeconds,
   runMain,
   UsageError,
 } from "./lib/cli.ts";
 import { elapsedMs, formatBytes, preview } from "./lib/log.ts";
-import { connectTo, formatAddr, READ_BUFFER_BYTES, writeAll, type Writer } from "./lib/net.ts";
+import { formatAddr, writeAll, type Writer } from "./lib/net.ts";
 
 /** Where the lab's proxy listens. */
 const DEFAULT_PROXY: HostPort = { hostname: "127.0.0.1", port: 8080 };
-/** Seconds allowed to connect to the proxy. */
-const CONNECT_TIMEOUT_SECONDS = 10;
+/** Seconds allowed to connect to the proxy, and of silence while waiting for the reply. */
+const DEFAULT_TIMEOUT_SECONDS = 10;
 /** Bytes of the reply searched for its first line. */
 const STATUS_LINE_BYTES = 256;
 
@@ -47,6 +49,8 @@ export interface ProxyFetchOptions {
   path?: string;
   /** Where the reply's bytes go; `null` only counts them. @default {Deno.stdout} */
   output?: Writer | null;
+  /** Seconds allowed to connect, and of silence while waiting for the reply. @default {10} */
+  timeoutSeconds?: number;
 }
 
 /** What came back through the proxy. */
@@ -76,50 +80,39 @@ export async function fetchThroughProxy(
   const proxy = options.proxy ?? DEFAULT_PROXY;
   const output = options.output === undefined ? Deno.stdout : options.output;
   const started = performance.now();
-  const where = formatAddr(proxy);
-  let conn: Deno.TcpConn;
-  try {
-    conn = await connectTo(proxy.hostname, proxy.port, CONNECT_TIMEOUT_SECONDS);
-  } catch (err) {
-    const hint = /refused/.test(errorMessage(err)) ? " (is proxy_server.ts running?)" : "";
-    throw new CliError(`${errorMessage(err)}${hint}`);
-  }
-  let bytes = 0;
-  try {
-    // The proxy passes our bytes on unchanged, so the request names the real web server.
-    const request = buildGetRequest(options.host ?? "www.google.com", 80, options.path ?? "/");
-    await writeAll(conn, new TextEncoder().encode(request));
-    await conn.closeWrite();
-
-    const head = new Uint8Array(STATUS_LINE_BYTES);
-    let headBytes = 0;
-    const buffer = new Uint8Array(READ_BUFFER_BYTES);
-    while (true) {
-      const n = await conn.read(buffer);
-      if (n === null) break;
-      const chunk = buffer.subarray(0, n);
-      if (headBytes < head.length) {
-        const take = Math.min(n, head.length - headBytes);
-        head.set(chunk.subarray(0, take), headBytes);
-        headBytes += take;
-      }
+  // Keep the reply's first bytes for the status line while passing every byte on.
+  const head = new Uint8Array(STATUS_LINE_BYTES);
+  let headBytes = 0;
+  const sink: Writer = {
+    async write(chunk) {
+      const take = Math.min(chunk.length, head.length - headBytes);
+      if (take > 0) head.set(chunk.subarray(0, take), headBytes);
+      headBytes += take;
       if (output) await writeAll(output, chunk);
-      bytes += n;
-    }
+      return chunk.length;
+    },
+  };
+  // The proxy passes our bytes on unchanged, so the request names the real web server.
+  const request = buildGetRequest(options.host ?? "www.google.com", 80, options.path ?? "/");
+  try {
+    const result = await fetchPage({
+      hostname: proxy.hostname,
+      port: proxy.port,
+      message: new TextEncoder().encode(request),
+      timeoutSeconds: options.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS,
+      output: sink,
+      info: () => {},
+    });
     return {
       statusLine: statusLine(head.subarray(0, headBytes)),
-      bytes,
+      bytes: result.received,
       ms: performance.now() - started,
     };
   } catch (err) {
-    if (err instanceof CliError) throw err;
-    throw new CliError(
-      `connection to ${where} failed after ${formatBytes(bytes)} of the reply: ${
-        errorMessage(err)
-      }`,
-    );
-  } finally {
-    conn.close();
+    const message = errorMessage(err);
+    const hint = /refused/.test(message) ? " (is proxy_server.ts running?)" : "";
+    if (err instanceof CliError) throw new CliError(`${message}${hint}`);
+    throw new CliError(`connection to ${formatAddr(proxy)} failed: ${message}`);
   }
 }
 
@@ -138,6 +131,7 @@ const USAGE = `usage: deno run --allow-net proxy_client.ts [options]
   --host NAME         web server the GET is meant for, sent as its Host header (default www.google.com)
   --path PATH         page to GET (default /)
   --count N           run N clients at once and print a summary line for each (default 1)
+  --timeout S         seconds to connect and of silence before giving up (default 10)
 With --count 1 the reply goes to stdout byte for byte and a summary to stderr.`;
 
 async function main(): Promise<number> {
@@ -146,20 +140,19 @@ async function main(): Promise<number> {
     host: { type: "string", default: "www.google.com" },
     path: { type: "string", default: "/" },
     count: { type: "string", default: "1" },
+    timeout: { type: "string", default: String(DEFAULT_TIMEOUT_SECONDS) },
   });
   const proxy = parseHostPort(values.proxy as string, "--proxy");
   const host = values.host as string;
-  const path = values.path as string;
+  const path = parseHttpPath(values.path as string, "--path");
+  const timeoutSeconds = parseSeconds(values.timeout as string, "--timeout");
   const count = parseCount(values.count as string, "--count");
   if (!/^[^\s/:]+$/.test(host)) {
     throw new UsageError(`--host must be a bare host name, got "${host}"`);
   }
-  if (!path.startsWith("/") || /\s/.test(path)) {
-    throw new UsageError(`--path must start with "/" and contain no spaces, got "${path}"`);
-  }
 
   if (count === 1) {
-    const result = await fetchThroughProxy({ proxy, host, path });
+    const result = await fetchThroughProxy({ proxy, host, path, timeoutSeconds });
     if (result.bytes === 0) {
       throw new CliError(
         `the proxy at ${
@@ -182,7 +175,7 @@ async function main(): Promise<number> {
   await Promise.all(Array.from({ length: count }, async (_, i) => {
     const name = `client ${String(i + 1).padStart(String(count).length)}`;
     try {
-      const result = await fetchThroughProxy({ proxy, host, path, output: null });
+      const result = await fetchThroughProxy({ proxy, host, path, timeoutSeconds, output: null });
       if (result.bytes > 0) answered++;
       received += result.bytes;
       console.log(

@@ -37,7 +37,7 @@ import {
   serveConnections,
 } from "./lib/concurrency.ts";
 import { elapsedMs, formatBytes, type Log, preview, printLog } from "./lib/log.ts";
-import { type Connection, connectTo, formatAddr } from "./lib/net.ts";
+import { closeQuietly, type Connection, connectTo, formatAddr } from "./lib/net.ts";
 import { relay } from "./lib/relay.ts";
 
 /** The lab's upstream server. */
@@ -123,14 +123,6 @@ export async function proxyHandler(
   } finally {
     closeQuietly(client);
     closeQuietly(upstream);
-  }
-}
-
-function closeQuietly(conn: Connection): void {
-  try {
-    conn.close();
-  } catch {
-    // The relay closed it already.
   }
 }
 

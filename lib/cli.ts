@@ -137,6 +137,22 @@ export function parseHostPort(
 }
 
 /**
+ * Reads the path of an HTTP request line: it starts with `/` and has no
+ * white space (which would break the request line).
+ *
+ * @example
+ * ```ts
+ * parseHttpPath("/search?q=deno", "--path"); // "/search?q=deno"
+ * ```
+ */
+export function parseHttpPath(text: string, flag: string): string {
+  if (!text.startsWith("/") || /\s/.test(text)) {
+    throw new UsageError(`${flag} must start with "/" and contain no spaces, got "${text}"`);
+  }
+  return text;
+}
+
+/**
  * Reads a duration in seconds; fractions are allowed so tests need not wait.
  *
  * @example

@@ -40,7 +40,7 @@ import {
   type HostMessage,
   type Link,
 } from "./mux.ts";
-import { type Connection, formatAddr, listenOn } from "./net.ts";
+import { closeQuietly, type Connection, formatAddr, listenOn } from "./net.ts";
 
 export type { HandlerRef } from "./mux.ts";
 
@@ -251,14 +251,6 @@ async function loadHandler<O>(ref: HandlerRef): Promise<ConnectionHandler<O>> {
     throw new TypeError(`${ref.module} exports no function "${ref.name}"`);
   }
   return handler;
-}
-
-function closeQuietly(conn: Deno.Conn): void {
-  try {
-    conn.close();
-  } catch {
-    // Closed already.
-  }
 }
 
 // ---------------------------------------------------------------------------

@@ -411,10 +411,12 @@ export class RemoteConn implements Connection {
     if (this.#closed) throw new Deno.errors.BadResource("connection is closed");
     if (this.#wroteEof) throw new Deno.errors.BrokenPipe("write after closeWrite()");
     if (p.length === 0) return 0;
-    this.#unacked += p.length;
-    const bytes = this.link.copiesData ? p as Uint8Array<ArrayBuffer> : p.slice();
+    // Like a socket, take at most one message's worth; writeAll() loops for the rest.
+    const part = p.length > RELAY_READ_BYTES ? p.subarray(0, RELAY_READ_BYTES) : p;
+    this.#unacked += part.length;
+    const bytes = this.link.copiesData ? part as Uint8Array<ArrayBuffer> : part.slice();
     this.link.send({ t: "data", id: this.id, bytes });
-    return p.length;
+    return part.length;
   }
 
   closeWrite(): Promise<void> {

@@ -21,7 +21,7 @@
  * @module
  */
 
-import { type Connection, copy, type Reader, type Writer } from "./net.ts";
+import { closeQuietly, type Connection, copy, type Reader, type Writer } from "./net.ts";
 
 /** Options for {@linkcode relay}. */
 export interface RelayOptions {
@@ -176,12 +176,4 @@ function describeEndError(end: string, err: unknown): string {
     return `${end} connection was closed by the server`;
   }
   return `${end} failed: ${err instanceof Error ? err.message : String(err)}`;
-}
-
-function closeQuietly(conn: Connection): void {
-  try {
-    conn.close();
-  } catch {
-    // Closed already.
-  }
 }

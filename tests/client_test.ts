@@ -124,6 +124,7 @@ for (
     [["--port", "abc"], /--port must be a whole number/],
     [["--timeout", "0"], /--timeout must be a positive number of seconds, got "0"/],
     [["--path", "no-slash"], /--path must start with "\/"/],
+    [["--port", "0"], /--port must be a whole number from 1 to 65535, got "0"/],
   ] as const
 ) {
   Deno.test(`client.ts ${args.join(" ")} prints one line and the usage, exit 2`, async () => {

@@ -94,7 +94,8 @@ for (const mode of MODES) {
       poolSize: 2,
       log: keep,
     });
-    for (const size of [1, 5 * MIB]) {
+    // 20 MiB arrive in one write() call, beyond any single message between threads or processes.
+    for (const size of [1, 5 * MIB, 20 * MIB]) {
       const data = randomBytes(size, size);
       const got = await exchange(server.addr.port, data);
       assert.deepEqual(got.received, data.slice().reverse());

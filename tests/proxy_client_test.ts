@@ -208,6 +208,8 @@ Deno.test("proxy_client.ts: bad flags print one line and the usage, and exit 2",
       ["--path", "index.html"],
       ["--host", "http://example.org"],
       ["--verbose"],
+      ["--proxy", "127.0.0.1:0"],
+      ["--timeout", "0"],
     ]
   ) {
     const run = await runScript("proxy_client.ts", args);
@@ -216,4 +218,21 @@ Deno.test("proxy_client.ts: bad flags print one line and the usage, and exit 2",
     assert.match(first, /^error: /);
     assert.match(second, /^usage: deno run --allow-net proxy_client\.ts/);
   }
+});
+
+Deno.test("proxy_client.ts gives up on a proxy that never answers after --timeout: one line, exit 1", async () => {
+  using silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const running = runScript("proxy_client.ts", [
+    "--proxy",
+    `127.0.0.1:${silent.addr.port}`,
+    "--timeout",
+    "0.5",
+  ]);
+  const conn = await silent.accept();
+  const run = await running;
+  conn.close();
+  assert.equal(run.code, 1);
+  const lines = run.stderr.trim().split("\n");
+  assert.equal(lines.length, 1, run.stderr);
+  assert.match(lines[0], /^error: no data from 127\.0\.0\.1:\d+ for 0\.5 s/);
 });

@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { type Mode, MODES } from "../lib/concurrency.ts";
-import { listenOn, READ_BUFFER_BYTES, writeAll } from "../lib/net.ts";
+import { closeQuietly, listenOn, READ_BUFFER_BYTES, writeAll } from "../lib/net.ts";
 import { startOrigin } from "../lib/origin.ts";
 import { startProxyServer } from "../proxy_server.ts";
 import {
@@ -87,14 +87,6 @@ function startRawOrigin(
       await Promise.allSettled(results);
     },
   };
-}
-
-function closeQuietly(conn: Deno.Conn): void {
-  try {
-    conn.close();
-  } catch {
-    // Closed already.
-  }
 }
 
 /** Reads until the end of data, hashing; resolves with the byte count and hash. */
@@ -520,6 +512,7 @@ Deno.test("proxy_server.ts: bad flags print one line and the usage, and exit 2",
       ["--port", "http"],
       ["--mode", "threads"],
       ["--upstream", "a:b:c"],
+      ["--upstream", "127.0.0.1:0"],
       ["--idle-timeout", "0"],
       ["--connect-timeout", "soon"],
       ["--max-conns", "0"],
