@@ -25,7 +25,7 @@
 import { createHash } from "node:crypto";
 import { errorMessage } from "../lib/cli.ts";
 import { LineReader, LineTooLongError } from "../lib/lines.ts";
-import { connectTo, formatAddr, type Reader, writeAll } from "../lib/net.ts";
+import { closeQuietly, connectTo, formatAddr, type Reader, writeAll } from "../lib/net.ts";
 import { type FileInfo, isSafeFileName, MAX_FILE_NAME_BYTES } from "./protocol.ts";
 
 /**
@@ -464,13 +464,5 @@ class IdleReader implements Reader {
 
   stop(): void {
     clearTimeout(this.#timer);
-  }
-}
-
-function closeQuietly(conn: Deno.Conn): void {
-  try {
-    conn.close();
-  } catch {
-    // Closed already.
   }
 }

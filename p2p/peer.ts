@@ -42,7 +42,7 @@ import {
 import { type HandlerContext, type Mode, MODES, serveConnections } from "../lib/concurrency.ts";
 import { LineReader, LineTooLongError } from "../lib/lines.ts";
 import { elapsedMs, formatBytes, type Log, preview, printLog, silentLog } from "../lib/log.ts";
-import { type Connection, connectTo, formatAddr, writeAll } from "../lib/net.ts";
+import { closeQuietly, type Connection, connectTo, formatAddr, writeAll } from "../lib/net.ts";
 import {
   downloadFile,
   HashCache,
@@ -459,11 +459,7 @@ class SyncLoop {
 
   #dropTracker(): void {
     if (this.#tracker === null) return;
-    try {
-      this.#tracker.conn.close();
-    } catch {
-      // Closed already.
-    }
+    closeQuietly(this.#tracker.conn);
     this.#tracker = null;
   }
 

@@ -27,7 +27,7 @@ import {
 } from "../lib/cli.ts";
 import { LineReader, LineTooLongError } from "../lib/lines.ts";
 import { type Log, preview, printLog } from "../lib/log.ts";
-import { formatAddr, listenOn, writeAll } from "../lib/net.ts";
+import { closeQuietly, concatBytes, formatAddr, listenOn, writeAll } from "../lib/net.ts";
 import {
   type DirectoryEntry,
   encodeJson,
@@ -225,20 +225,6 @@ interface EncodedDirectory {
   bytes: number;
 }
 
-function join(a: Uint8Array, b: Uint8Array): Uint8Array {
-  return joinAll([a, b]);
-}
-
-function joinAll(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((sum, p) => sum + p.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
-}
-
 /**
  * The tracker's state: live peers, who holds what, and the encoded
  * directory, rebuilt only after something in it changed.
@@ -311,7 +297,7 @@ class TrackerState {
   encodedDirectory(): EncodedDirectory {
     if (this.#reply) {
       // Unchanged since the last answer: from now on send it in one piece.
-      if (this.#reply.parts.length > 1) this.#reply.parts = [joinAll(this.#reply.parts)];
+      if (this.#reply.parts.length > 1) this.#reply.parts = [concatBytes(this.#reply.parts)];
       return this.#reply;
     }
     const parts: Uint8Array[] = [];
@@ -328,8 +314,8 @@ class TrackerState {
     if (parts.length === 0) {
       parts.push(encoder.encode("{}\n"));
     } else {
-      parts[0] = join(OPEN_BRACE, parts[0].subarray(2));
-      parts[parts.length - 1] = join(parts[parts.length - 1], CLOSE_BRACE_NEWLINE);
+      parts[0] = concatBytes([OPEN_BRACE, parts[0].subarray(2)]);
+      parts[parts.length - 1] = concatBytes([parts[parts.length - 1], CLOSE_BRACE_NEWLINE]);
     }
     this.#reply = { parts, bytes: parts.reduce((sum, p) => sum + p.length, 0) };
     return this.#reply;
@@ -688,15 +674,6 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
     close,
     [Symbol.asyncDispose]: close,
   };
-}
-
-/** Closes a connection that may already be closed (by `close()` or by its handler). */
-function closeQuietly(conn: Deno.Conn): void {
-  try {
-    conn.close();
-  } catch {
-    // Already closed: nothing left to do.
-  }
 }
 
 function round(x: number): number {
