@@ -715,15 +715,16 @@ async function main(): Promise<void> {
     quiet: values.quiet as boolean,
     progress: Deno.stdout.isTerminal(),
   });
+  // Ready for Ctrl-C before saying so: a signal right after the line must stop us cleanly.
+  exitOnSignal(async () => {
+    console.log("stopping: temp files of unfinished downloads are removed");
+    await peer.close();
+  });
   console.log(
     `peer (${peer.mode} mode) sharing ${peer.dir}, listening on ${formatAddr(peer.addr)}; tracker ${
       formatAddr(tracker)
     }`,
   );
-  exitOnSignal(async () => {
-    console.log("stopping: temp files of unfinished downloads are removed");
-    await peer.close();
-  });
 }
 
 if (import.meta.main) runMain(USAGE, main);

@@ -786,14 +786,15 @@ async function main(): Promise<void> {
     sweepIntervalSeconds: parseSeconds(values["sweep-interval"] as string, "--sweep-interval"),
     quiet: values.quiet as boolean,
   });
-  console.log(`tracker listening on ${formatAddr(tracker.addr)}`);
-  if (tracker.httpAddr) {
-    console.log(`status page on http://${formatAddr(tracker.httpAddr)}/`);
-  }
+  // Ready for Ctrl-C before saying so: a signal right after the line must stop us cleanly.
   exitOnSignal(async () => {
     console.log("stopping: closing peer connections");
     await tracker.close();
   });
+  console.log(`tracker listening on ${formatAddr(tracker.addr)}`);
+  if (tracker.httpAddr) {
+    console.log(`status page on http://${formatAddr(tracker.httpAddr)}/`);
+  }
 }
 
 if (import.meta.main) runMain(USAGE, main);
