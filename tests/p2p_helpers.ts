@@ -1,14 +1,17 @@
 /**
  * Test plumbing for the P2P tests: temp folders, files with a given mtime,
- * a folder's state (names, sizes, mtimes, hashes), waiting for a condition,
- * and starting the tracker and peers as a student runs them.
+ * a folder's state (names, sizes, mtimes, hashes), waiting for folders to
+ * converge, and starting the tracker and peers as a student runs them.
  *
  * @module
  */
 
 import { createHash } from "node:crypto";
 import type { Mode } from "../lib/concurrency.ts";
-import { type Script, startScript } from "./helpers.ts";
+import { type Script, startScript, waitUntil } from "./helpers.ts";
+
+/** The one `waitUntil` of the tests (`tests/helpers.ts`), for tests that import it from here. */
+export { waitUntil };
 
 export const MIB = 1024 * 1024;
 
@@ -91,24 +94,6 @@ export function canonical(state: Record<string, Seen | null>): string {
 /** Names in a folder (cheap; for polling). */
 export function namesIn(dir: string): string[] {
   return [...Deno.readDirSync(dir)].map((e) => e.name).sort();
-}
-
-/** Polls `condition` every 50 ms until it holds; fails after `timeoutMs`. */
-export async function waitUntil(
-  condition: () => boolean | Promise<boolean>,
-  timeoutMs: number,
-  what: string,
-  explain?: () => string,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) {
-      throw new Error(
-        `timed out after ${timeoutMs} ms waiting for ${what}${explain ? "\n" + explain() : ""}`,
-      );
-    }
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
 }
 
 /** Resolves when every folder holds the same files (same names, bytes and mtimes). */

@@ -8,7 +8,7 @@
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { randomBytes } from "./helpers.ts";
+import { randomBytes, waitUntil } from "./helpers.ts";
 import {
   folderState,
   MIB,
@@ -17,7 +17,6 @@ import {
   startPeerScript,
   startTrackerScript,
   tempFolder,
-  waitUntil,
 } from "./p2p_helpers.ts";
 
 const FILE_BYTES = 400 * MIB;

@@ -13,8 +13,8 @@ import { writeAll } from "../lib/net.ts";
 import { preview } from "../lib/log.ts";
 import { startPeer } from "../p2p/peer.ts";
 import { type Directory, encodeLine } from "../p2p/protocol.ts";
-import { concat, randomBytes, readAll, runScript, sha256 } from "./helpers.ts";
-import { folderState, MIB, namesIn, putFile, tempFolder, waitUntil } from "./p2p_helpers.ts";
+import { concat, randomBytes, readAll, runScript, sha256, waitUntil } from "./helpers.ts";
+import { folderState, MIB, namesIn, putFile, tempFolder } from "./p2p_helpers.ts";
 
 const T0 = 1_700_000_000; // a fixed mtime, in seconds
 const encoder = new TextEncoder();

@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { startCommand } from "../lib/scripts.ts";
-import { haveCommand, randomBytes, sha256 } from "./helpers.ts";
+import { haveCommand, randomBytes, sha256, waitUntil } from "./helpers.ts";
 import {
   canonical,
   folderState,
@@ -17,7 +17,6 @@ import {
   startPeerScript,
   startTrackerScript,
   tempFolder,
-  waitUntil,
 } from "./p2p_helpers.ts";
 
 const T0 = 1_700_000_000; // seconds

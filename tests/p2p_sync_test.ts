@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { LineReader } from "../lib/lines.ts";
 import { writeAll } from "../lib/net.ts";
 import { encodeLine } from "../p2p/protocol.ts";
-import { randomBytes, readAll, sha256 } from "./helpers.ts";
+import { randomBytes, readAll, sha256, waitUntil } from "./helpers.ts";
 import {
   canonical,
   folderState,
@@ -23,7 +23,6 @@ import {
   startTrackerScript,
   tempFolder,
   waitForSameFolders,
-  waitUntil,
 } from "./p2p_helpers.ts";
 
 const T0 = 1_700_000_000; // a fixed mtime, in seconds

@@ -17,7 +17,7 @@ import {
   parseDirectory,
 } from "../p2p/protocol.ts";
 import { startTracker, type Tracker, type TrackerOptions } from "../p2p/tracker.ts";
-import { haveCommand, runScript, startScript } from "./helpers.ts";
+import { haveCommand, rssBytes, runScript, startScript, waitUntil } from "./helpers.ts";
 
 const MTIME = 1700000000; // seconds: any fixed past time
 
@@ -77,27 +77,6 @@ async function tracker(
   const log: string[] = [];
   const t = await startTracker({ httpPort: null, log: (l) => log.push(l), ...options });
   return Object.assign(t, { log });
-}
-
-async function waitUntil(what: string, ok: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!ok()) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-/**
- * Resident memory of a process, read with `cat`: Deno 2.9 lets a script
- * read `/proc/PID/` only under `--allow-all`, which `deno task test` does not
- * grant, while `cat` needs only `--allow-run`.
- */
-async function rssOf(pid: number): Promise<number> {
-  const out = await new Deno.Command("cat", { args: [`/proc/${pid}/status`], stdout: "piped" })
-    .output();
-  const kb = Number(/VmRSS:\s+(\d+)/.exec(new TextDecoder().decode(out.stdout))?.[1]);
-  assert.ok(kb > 0, `no VmRSS for process ${pid}`);
-  return kb * 1024;
 }
 
 const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -242,7 +221,7 @@ Deno.test("startTracker() expires a silent peer after a fractional timeout; anot
   try {
     await delay(250);
     assert.equal(t.stats().peers.length, 2, "nobody expires before the timeout");
-    await waitUntil("a expires", () => t.stats().peers.length === 1, 3000);
+    await waitUntil(() => t.stats().peers.length === 1, 3000, "a to expire");
     const silentFor = (performance.now() - aSilentSince) / 1000;
     assert.ok(silentFor >= 0.5, `expired after only ${silentFor} s`);
     assert.ok(silentFor < 1.5, `expired only after ${silentFor} s`);
@@ -315,7 +294,7 @@ Deno.test("tracker.ts survives a 64 MiB line without a newline, its memory bound
   const pid = script.process.pid;
   await using good = await connectPeer(script.port);
   await good.ask({ port: 8001, files: [file("a.txt")] });
-  const before = await rssOf(pid);
+  const before = rssBytes(pid);
   let peak = before;
   let sent = 0;
   const total = 64 * 1024 * 1024;
@@ -327,7 +306,7 @@ Deno.test("tracker.ts survives a 64 MiB line without a newline, its memory bound
       while (sent < total) {
         await writeAll(evil.conn, chunk);
         sent += chunk.length;
-        peak = Math.max(peak, await rssOf(pid));
+        peak = Math.max(peak, rssBytes(pid));
       }
     } catch (err) {
       // The tracker hung up mid-line, as it should.
@@ -339,7 +318,7 @@ Deno.test("tracker.ts survives a 64 MiB line without a newline, its memory bound
     assert.equal(await evil.readLine(), null, "the tracker closed that connection");
   }
   await script.waitFor(/rejected 127\.0\.0\.1:\d+: line longer than 1048576 bytes/);
-  peak = Math.max(peak, await rssOf(pid));
+  peak = Math.max(peak, rssBytes(pid));
   assert.ok(sent < total, `the tracker read on to ${sent} bytes`);
   const grew = peak - before;
   console.log(`sent ${sent} B; RSS ${before} -> peak ${peak} (+${grew})`);
