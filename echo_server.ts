@@ -28,6 +28,9 @@ import { type Connection, formatAddr, READ_BUFFER_BYTES, writeAll } from "./lib/
 /** Bytes of each connection shown as previews before the log goes quiet. */
 const PREVIEW_BUDGET_BYTES = 4 * 1024;
 
+/** How a connection ends when all went well. */
+const CLEAN_ENDING = "client finished sending";
+
 /** What the echo handler needs to know; the same in every mode. */
 export interface EchoHandlerOptions {
   /** Log only errors: no per-connection lines. @default {false} */
@@ -56,7 +59,7 @@ export async function echoHandler(
   const started = performance.now();
   const buffer = new Uint8Array(READ_BUFFER_BYTES);
   let echoed = 0;
-  let ending = "client finished sending";
+  let ending = CLEAN_ENDING;
   say(`Connected by ${who}`);
   try {
     while (true) {
@@ -81,7 +84,9 @@ export async function echoHandler(
       : `error: ${(err as Error).message}`;
   } finally {
     conn.close();
-    say(`Closed ${who} (${ending}): echoed ${formatBytes(echoed)} in ${elapsedMs(started)}`);
+    // An ending other than the normal one is an error worth a line even with --quiet.
+    const report = ending === CLEAN_ENDING ? say : log;
+    report(`Closed ${who} (${ending}): echoed ${formatBytes(echoed)} in ${elapsedMs(started)}`);
   }
 }
 
@@ -156,15 +161,15 @@ async function main(): Promise<void> {
       : parseCount(values["max-conns"] as string, "--max-conns"),
     quiet: values.quiet as boolean,
   });
-  const where = formatAddr(server.addr);
-  console.log(`echo server (${server.mode} mode) listening on ${where}`);
-  if (!values.quiet) {
-    console.log(`try: echo "Foobar" | nc ${server.addr.hostname} ${server.addr.port} -q 1`);
-  }
+  // Ready for Ctrl-C before saying "listening": a signal right after that line must still exit 0.
   exitOnSignal(async () => {
     console.log("stopping: closing live connections");
     await server.close();
   });
+  console.log(`echo server (${server.mode} mode) listening on ${formatAddr(server.addr)}`);
+  if (!values.quiet) {
+    console.log(`try: echo "Foobar" | nc ${server.addr.hostname} ${server.addr.port} -q 1`);
+  }
 }
 
 if (import.meta.main) runMain(USAGE, main);

@@ -10,11 +10,11 @@
  * @module
  */
 
-import { CliError, parseCli, runMain } from "./lib/cli.ts";
+import { CliError, parseCli, parseCount, runMain, UsageError } from "./lib/cli.ts";
 import { type Mode, MODES } from "./lib/concurrency.ts";
 import { READ_BUFFER_BYTES, writeAll } from "./lib/net.ts";
 import { startOrigin } from "./lib/origin.ts";
-import { runScript, type Script, startScript } from "./lib/scripts.ts";
+import { haveCommand, runScript, type Script, startScript } from "./lib/scripts.ts";
 
 const USAGE = `usage: deno task lab [--step N]
 Runs every step of the lab on loopback (about half a minute), or only step N.`;
@@ -71,15 +71,6 @@ function check(ok: boolean, failure: string): void {
   if (!ok) throw new CliError(failure);
 }
 
-function haveNc(): boolean {
-  try {
-    return new Deno.Command("sh", { args: ["-c", "command -v nc"], stdout: "null" }).outputSync()
-      .success;
-  } catch {
-    return false;
-  }
-}
-
 const STEPS: Step[] = [
   {
     title: "Client: ask a web server for a page (client.ts)",
@@ -110,7 +101,7 @@ after its request (closeWrite), the server replies and closes, and the null ends
       command("deno run --allow-net echo_server.ts --port 0   # the lab uses 8001");
       await using server = await startScript("echo_server.ts", ["--port", "0"]);
       let echoed: string;
-      if (haveNc()) {
+      if (haveCommand("nc")) {
         command(`echo "Foobar" | nc localhost ${server.port} -q 1`);
         const nc = await new Deno.Command("sh", {
           args: ["-c", `echo "Foobar" | nc localhost ${server.port} -q 1`],
@@ -314,7 +305,7 @@ flows back. It never reads faster than the other side takes the bytes.`,
           peers.push(await startScript("p2p/peer.ts", args, { permissions: perms }));
         }
         const names = Object.keys(samples).sort();
-        const synced = async () => {
+        const synced = () => {
           for (const dir of dirs) {
             const held = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
             if (JSON.stringify(held) !== JSON.stringify(names)) return false;
@@ -322,7 +313,7 @@ flows back. It never reads faster than the other side takes the bytes.`,
           return true;
         };
         const deadline = Date.now() + 20_000;
-        while (!(await synced())) {
+        while (!synced()) {
           check(Date.now() < deadline, "the three peers did not converge within 20 s");
           await new Promise((resolve) => setTimeout(resolve, 100));
         }
@@ -376,7 +367,10 @@ async function echoOnce(port: number, data: Uint8Array): Promise<number> {
 
 async function main(): Promise<void> {
   const { values } = parseCli(Deno.args, USAGE, { step: { type: "string" } });
-  const only = values.step === undefined ? null : Number(values.step);
+  const only = values.step === undefined ? null : parseCount(values.step as string, "--step");
+  if (only !== null && only > STEPS.length) {
+    throw new UsageError(`--step must be from 1 to ${STEPS.length}, got "${values.step}"`);
+  }
   await using origin = await startOrigin();
   say(bold("Lab 2 on loopback"));
   say(`a local web server stands in for www.google.com on 127.0.0.1:${origin.addr.port}`);

@@ -5,6 +5,7 @@
 
 import assert from "node:assert/strict";
 import { type Mode, MODES } from "../lib/concurrency.ts";
+import { writeAll } from "../lib/net.ts";
 import { haveCommand, readAll, runScript, startScript } from "./helpers.ts";
 
 const PERMISSIONS: Record<Mode, string[]> = {
@@ -47,6 +48,18 @@ Deno.test("echo_server.ts --quiet prints only the listening line", async () => {
   conn.close();
   await server.stop();
   assert.deepEqual(server.lines.filter((l) => !l.includes("stopping")).length, 1);
+});
+
+Deno.test("echo_server.ts --quiet still reports a connection that ended badly", async () => {
+  await using server = await startScript("echo_server.ts", ["--port", "0", "--quiet"]);
+  const conn = await Deno.connect({ port: server.port });
+  // Send far more than the socket buffers hold and never read the echo: the server's write
+  // blocks, then our close (with unread data) resets the connection under it.
+  const sending = writeAll(conn, new Uint8Array(64 * 1024 * 1024)).catch(() => {});
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  conn.close();
+  await sending;
+  await server.waitFor(/^Closed 127\.0\.0\.1:\d+ \((reset by the client|error: .*)\)/);
 });
 
 Deno.test("echo_server.ts --max-conns closes connections beyond the limit with a log line", async () => {

@@ -25,6 +25,15 @@ Deno.test("lab.ts runs every step on loopback and exits 0", async () => {
   for (const q of [1, 2, 3, 4, 5]) assert.match(out, new RegExp(`Question ${q}:`));
 });
 
+Deno.test("lab.ts --step outside 1..6 or not a number: one line and the usage, exit 2", async () => {
+  for (const step of ["abc", "0", "99"]) {
+    const result = await runScript("lab.ts", ["--step", step], { permissions: LAB_PERMISSIONS });
+    assert.equal(result.code, 2, `--step ${step}`);
+    assert.match(result.stderr.split("\n")[0], /^error: --step must be/);
+    assert.equal(result.stdout.length, 0);
+  }
+});
+
 /** Leaves a connection in TIME_WAIT on the listener's own port and returns the port. */
 async function portWithTimeWait(): Promise<number> {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });

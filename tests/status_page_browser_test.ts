@@ -40,15 +40,19 @@ async function chromium(args: string[]): Promise<{ ok: boolean; stdout: string; 
   return { ok: out.success, stdout: decode(out.stdout), stderr: decode(out.stderr) };
 }
 
+/** Why the browser test cannot run here, or `null` when Chromium starts. */
+const cannotRun = !haveCommand("chromium")
+  ? "chromium is not installed (Debian package chromium)"
+  : await chromium(["--dump-dom", "about:blank"]).then((probe) =>
+    probe.ok ? null : `chromium cannot start: ${probe.stderr.trim().split("\n")[0]}`
+  );
+
 Deno.test({
-  name: "the tracker's status page shows live peers and their files in headless Chromium",
-  ignore: !haveCommand("chromium"),
+  name: `the tracker's status page shows live peers and their files in headless Chromium${
+    cannotRun ? ` (skipped: ${cannotRun})` : ""
+  }`,
+  ignore: cannotRun !== null,
   async fn(t) {
-    const probe = await chromium(["--dump-dom", "about:blank"]);
-    if (!probe.ok) {
-      console.log(`skipped: chromium cannot start here: ${probe.stderr.trim().split("\n")[0]}`);
-      return;
-    }
     await using dirA = await tempFolder();
     await using dirB = await tempFolder();
     await putFile(
