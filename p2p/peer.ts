@@ -36,10 +36,17 @@ import {
   parseHostPort,
   parsePort,
   parseSeconds,
+  parseTargetPort,
   runMain,
   UsageError,
 } from "../lib/cli.ts";
-import { type HandlerContext, type Mode, MODES, serveConnections } from "../lib/concurrency.ts";
+import {
+  type ConnectionServer,
+  type HandlerContext,
+  type Mode,
+  MODES,
+  serveConnections,
+} from "../lib/concurrency.ts";
 import { LineReader, LineTooLongError } from "../lib/lines.ts";
 import { elapsedMs, formatBytes, type Log, preview, printLog, silentLog } from "../lib/log.ts";
 import { closeQuietly, type Connection, connectTo, formatAddr, writeAll } from "../lib/net.ts";
@@ -217,6 +224,12 @@ export interface PeerOptions {
   hostname?: string;
   /** Port the file server binds; 0 picks a free one. @default {0} */
   port?: number;
+  /**
+   * Ports to try from `port` upward, as the course's peer counts up from
+   * 8000: a port in use moves on to the next one, any other error (an
+   * address this machine lacks, no permission) is thrown at once. @default {1}
+   */
+  portSearch?: number;
   /** Seconds between sync rounds (KeepAlive and directory). @default {5} */
   interval?: number;
   /** Where file requests are served. @default {"async"} */
@@ -280,21 +293,7 @@ export async function startPeer(options: PeerOptions): Promise<Peer> {
   if (!(await Deno.stat(dir)).isDirectory) throw new CliError(`${options.dir} is not a folder`);
   const stale = await removeStaleTempFiles(dir);
   if (stale.length > 0) log(`removed ${stale.length} temp file(s) left by an earlier run`);
-  const server = await serveConnections<FileHandlerOptions>({
-    handler: { module: import.meta.url, name: "fileRequestHandler" },
-    handlerOptions: {
-      dir,
-      quiet: options.quiet ?? false,
-      requestTimeoutSeconds: options.requestTimeoutSeconds,
-    },
-    hostname: options.hostname ?? "127.0.0.1",
-    port: options.port ?? 0,
-    mode: options.mode,
-    poolSize: options.poolSize,
-    log,
-    // Child processes only read the shared folder; the parent keeps the sockets.
-    childPermissions: [`--allow-read=${dir}`],
-  });
+  const server = await serveFiles(options, dir, log);
   const sync = new SyncLoop(options, dir, server.addr.port, log);
   sync.start();
   let closing: Promise<void> | null = null;
@@ -311,6 +310,64 @@ export async function startPeer(options: PeerOptions): Promise<Peer> {
     close,
     [Symbol.asyncDispose]: close,
   };
+}
+
+/**
+ * Starts the file server on `options.port`, or on the next port up while
+ * ports are in use (`options.portSearch` of them). The server's own bind
+ * decides, so two peers started at once never get the same port: the one
+ * that loses the race moves on. A quick throwaway bind first skips ports
+ * that are plainly taken, without starting a worker pool for each.
+ */
+async function serveFiles(
+  options: PeerOptions,
+  dir: string,
+  log: Log,
+): Promise<ConnectionServer> {
+  const hostname = options.hostname ?? "127.0.0.1";
+  const first = options.port ?? 0;
+  const last = first === 0 ? 0 : Math.min(first + Math.max(1, options.portSearch ?? 1) - 1, 65535);
+  let port = first;
+  while (port < last && portInUse(hostname, port)) port++;
+  while (true) {
+    try {
+      return await serveConnections<FileHandlerOptions>({
+        handler: { module: import.meta.url, name: "fileRequestHandler" },
+        handlerOptions: {
+          dir,
+          quiet: options.quiet ?? false,
+          requestTimeoutSeconds: options.requestTimeoutSeconds,
+        },
+        hostname,
+        port,
+        mode: options.mode,
+        poolSize: options.poolSize,
+        log,
+        // Child processes only read the shared folder; the parent keeps the sockets.
+        childPermissions: [`--allow-read=${dir}`],
+      });
+    } catch (err) {
+      // Only "in use" moves on; the error of the bind itself says what else went wrong.
+      if (port === 0 || !portInUse(hostname, port)) throw err;
+      if (port < last) {
+        port++;
+      } else if (last > first) {
+        throw new CliError(`no free port from ${first} to ${last} on ${hostname}`);
+      } else {
+        throw err;
+      }
+    }
+  }
+}
+
+/** Whether `port` is taken on `hostname` right now (any other failure is not "taken"). */
+function portInUse(hostname: string, port: number): boolean {
+  try {
+    Deno.listen({ hostname, port }).close();
+    return false;
+  } catch (err) {
+    return err instanceof Deno.errors.AddrInUse;
+  }
 }
 
 /** Something went wrong with the tracker connection: reconnect. */
@@ -625,19 +682,6 @@ function sourceAddr(source: Source): { hostname: string; port: number } {
 // ---------------------------------------------------------------------------
 // The command line.
 
-/** The first port from `from` up that `hostname` can listen on, as the course's peer picks. */
-function firstFreePort(hostname: string, from: number): number {
-  for (let port = from; port < from + PORT_SEARCH_SPAN && port <= 65535; port++) {
-    try {
-      Deno.listen({ hostname, port }).close();
-      return port;
-    } catch (err) {
-      if (!(err instanceof Deno.errors.AddrInUse)) break;
-    }
-  }
-  return 0;
-}
-
 const USAGE =
   `usage: deno run --allow-net --allow-read=DIR --allow-write=DIR p2p/peer.ts [TRACKER_IP TRACKER_PORT] --dir DIR [options]
   TRACKER_IP TRACKER_PORT  the tracker, as the course's peer takes it (or use --tracker)
@@ -667,7 +711,7 @@ async function main(): Promise<void> {
     if (values.tracker !== undefined) {
       throw new UsageError("give the tracker either as TRACKER_IP TRACKER_PORT or as --tracker");
     }
-    tracker = { hostname: positionals[0], port: parsePort(positionals[1], "TRACKER_PORT") };
+    tracker = { hostname: positionals[0], port: parseTargetPort(positionals[1], "TRACKER_PORT") };
   } else if (positionals.length === 0) {
     tracker = parseHostPort((values.tracker as string) ?? "127.0.0.1:9000", "--tracker");
   } else {
@@ -675,7 +719,6 @@ async function main(): Promise<void> {
       `expected TRACKER_IP TRACKER_PORT or nothing, got "${positionals.join(" ")}"`,
     );
   }
-  if (tracker.port === 0) throw new UsageError("the tracker's port cannot be 0");
   if (values.dir === undefined) throw new UsageError("--dir DIR is required");
   const dir = values.dir as string;
   const hostname = values.host as string;
@@ -700,15 +743,13 @@ async function main(): Promise<void> {
     if (err instanceof Deno.errors.NotFound) throw new CliError(`--dir ${dir}: no such folder`);
     throw err;
   }
-  const port = wantedPort ?? firstFreePort(hostname, FIRST_PORT);
-  if (port === 0 && wantedPort === undefined) {
-    throw new CliError(`no free port from ${FIRST_PORT} to ${FIRST_PORT + PORT_SEARCH_SPAN - 1}`);
-  }
   const peer = await startPeer({
     dir,
     tracker,
     hostname,
-    port,
+    // As the course's peer: the first free port from 8000 up, unless --port says otherwise.
+    port: wantedPort ?? FIRST_PORT,
+    portSearch: wantedPort === undefined ? PORT_SEARCH_SPAN : 1,
     interval,
     mode,
     poolSize,

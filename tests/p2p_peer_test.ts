@@ -19,6 +19,7 @@ import {
   readAll,
   runScript,
   sha256,
+  startScript,
   waitUntil,
   withTimeout,
 } from "./helpers.ts";
@@ -473,6 +474,46 @@ Deno.test("Init lists the shared files with size and SHA-256; a KeepAlive carrie
   }
 });
 
+Deno.test("three peer.ts in worker mode started at once without --port each bind a port of their own from 8000 up", async () => {
+  await using a = await tempFolder();
+  await using b = await tempFolder();
+  await using c = await tempFolder();
+  const tracker = fakeTracker(() => ({}));
+  // Worker mode starts its pool before it listens: a port chosen early would be long gone.
+  // On 127.0.0.1, a port taken by anything else on this machine is simply skipped.
+  const started = await Promise.allSettled([a, b, c].map((folder) =>
+    startScript(
+      "p2p/peer.ts",
+      [
+        ...["127.0.0.1", String(tracker.port), "--dir", folder.path, "--host", "127.0.0.1"],
+        ...["--mode", "worker", "--workers", "1"],
+      ],
+      {
+        permissions: [
+          "--allow-net",
+          `--allow-read=.,${folder.path}`,
+          `--allow-write=${folder.path}`,
+        ],
+      },
+    )
+  ));
+  const peers = started.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));
+  try {
+    for (const s of started) if (s.status === "rejected") throw s.reason;
+    const ports = peers.map((p) => p.port);
+    assert.equal(new Set(ports).size, 3, `ports ${ports.join(", ")}`);
+    for (const port of ports) assert.ok(port >= 8000 && port < 9000, `port ${port}`);
+    // Each is really the one serving on its port: it answers with its own refusal log line.
+    for (const [i, peer] of peers.entries()) {
+      await assertRefused(ports[i], encoder.encode(`missing-${i}.txt\n`));
+      await peer.waitFor(new RegExp(`missing-${i}\\.txt.*no such file`), 5000);
+    }
+  } finally {
+    for (const peer of peers) assert.equal((await peer.stop()).code, 0, peer.lines.join("\n"));
+    await tracker.close();
+  }
+});
+
 Deno.test("peer.ts answers a bad command line with one line and the usage (exit 2), a missing folder or permission with one line (exit 1)", async () => {
   const all = ["--allow-net", "--allow-read", "--allow-write"];
   for (
@@ -483,6 +524,7 @@ Deno.test("peer.ts answers a bad command line with one line and the usage (exit 
       ["--dir", "share", "--mode", "threads"],
       ["--dir", "share", "--port", "70000"],
       ["--dir", "share", "10.0.0.1"],
+      ["--dir", "share", "10.0.0.1", "0"],
       ["--dir", "share", "10.0.0.1", "9000", "--tracker", "10.0.0.1:9000"],
       ["--dir", "share", "--tracker", "nowhere"],
     ]
@@ -504,5 +546,22 @@ Deno.test("peer.ts answers a bad command line with one line and the usage (exit 
   assert.match(
     denied.stderr,
     /^error: no permission to read .* run with --allow-read=\S+ --allow-write=\S+\n$/,
+  );
+  // Failing to bind for any reason but "in use" is said as it is, not as "no free port".
+  const notHere = await runScript("p2p/peer.ts", ["--dir", share.path, "--host", "1.2.3.4"], {
+    permissions: all,
+  });
+  assert.equal(notHere.code, 1);
+  assert.equal(
+    notHere.stderr,
+    "error: cannot listen on 1.2.3.4:8000: this machine has no such address\n",
+  );
+  const noNet = await runScript("p2p/peer.ts", ["--dir", share.path], {
+    permissions: ["--allow-read", "--allow-write"],
+  });
+  assert.equal(noNet.code, 1);
+  assert.match(
+    noNet.stderr,
+    /^error: no permission to listen on \S+:8000: run with --allow-net\n$/,
   );
 });
