@@ -26,7 +26,12 @@ import { createHash } from "node:crypto";
 import { errorMessage } from "../lib/cli.ts";
 import { LineReader, LineTooLongError } from "../lib/lines.ts";
 import { closeQuietly, connectTo, formatAddr, type Reader, writeAll } from "../lib/net.ts";
-import { type FileInfo, isSafeFileName, MAX_FILE_NAME_BYTES } from "./protocol.ts";
+import {
+  type FileInfo,
+  isSafeFileName,
+  MAX_FILE_NAME_BYTES,
+  MAX_MTIME_SECONDS,
+} from "./protocol.ts";
 
 /**
  * Bytes per read and write while a file travels, on both sides: 256 KiB
@@ -325,6 +330,10 @@ export async function downloadFile(options: DownloadOptions): Promise<DownloadRe
   const reason = refusalReason(name);
   // Never write a name that could leave the folder, whatever a directory says.
   if (reason !== null) throw new DownloadError(`refused to write "${name}": ${reason}`);
+  // Checked before a byte moves: a file system could not store it, and the file would come again.
+  if (!(options.mtime >= 0 && options.mtime <= MAX_MTIME_SECONDS)) {
+    throw new DownloadError(`refused to fetch "${name}": mtime ${options.mtime} is out of range`);
+  }
   const started = performance.now();
   const where = formatAddr({ hostname: options.hostname, port: options.port });
   let conn: Deno.TcpConn;

@@ -67,6 +67,7 @@ import {
   DIRECTORY_MAX_LINE_BYTES,
   type DirectoryEntry,
   encodeLine,
+  MAX_MTIME_SECONDS,
   parseDirectory,
 } from "./protocol.ts";
 
@@ -410,7 +411,7 @@ class SyncLoop {
   #recent = new Map<string, number>();
   /** Holders that failed lately: "ip:port" to when. */
   #badHolders = new Map<string, number>();
-  /** Unsafe names already reported, so each is logged once. */
+  /** Skipped entries already reported ("name\nreason"), so each is logged once. */
   #warned = new Set<string>();
 
   constructor(options: PeerOptions, dir: string, port: number, log: Log) {
@@ -554,10 +555,15 @@ class SyncLoop {
     const queue = new Map<string, Wanted>();
     const decisions: string[] = [];
     for (const [name, entry] of Object.entries(directory)) {
-      const reason = refusalReason(name);
+      const reason = refusalReason(name) ??
+        (entry.mtime > MAX_MTIME_SECONDS
+          ? `mtime ${entry.mtime} is past ${MAX_MTIME_SECONDS} (the year 2106)`
+          : null);
       if (reason !== null) {
-        if (!this.#warned.has(name)) {
-          this.#warned.add(name);
+        // Reported once per name and reason, not every round.
+        const key = `${name}\n${reason}`;
+        if (!this.#warned.has(key)) {
+          this.#warned.add(key);
           decisions.push(`skipping ${preview(new TextEncoder().encode(name))}: ${reason}`);
         }
         continue;

@@ -32,6 +32,16 @@ export const TRACKER_MAX_LINE_BYTES = 1024 * 1024; // bytes
  */
 export const DIRECTORY_MAX_LINE_BYTES = 16 * 1024 * 1024; // bytes
 
+/**
+ * Latest mtime a peer may announce: 2^32 - 1 s, 2106-02-07T06:28:15Z. No
+ * real file is that new; a far later one (1e15 s is past the last date
+ * JavaScript can show) broke the status page, and a file system stores
+ * only so much (ext4 clamps at 2446), so a download given a later mtime
+ * would come back different and be fetched again every round. The tracker
+ * refuses a message with a later mtime; a peer skips such a directory entry.
+ */
+export const MAX_MTIME_SECONDS = 2 ** 32 - 1; // seconds since 1970
+
 /** Longest file name, as most Linux file systems allow. */
 export const MAX_FILE_NAME_BYTES = 255; // bytes of UTF-8
 
@@ -39,7 +49,7 @@ export const MAX_FILE_NAME_BYTES = 255; // bytes of UTF-8
 export interface FileInfo {
   /** A plain file name, no folders. */
   name: string;
-  /** Modification time in seconds since the epoch (whole seconds on the wire). */
+  /** Modification time in seconds since the epoch (whole seconds on the wire), at most {@linkcode MAX_MTIME_SECONDS}. */
   mtime: number;
   /** Extension: length in bytes. */
   size?: number;
@@ -124,9 +134,14 @@ function checkPort(value: unknown, where: string): number {
   return value;
 }
 
-function checkMtime(value: unknown, where: string): number {
-  if (typeof value !== "number" || !Number.isFinite(value) || value < 0) {
-    throw new ProtocolError(`${where} must be a number of seconds >= 0, got ${describe(value)}`);
+/** An mtime: seconds >= 0, and at most `max` (a directory's may be larger: the peer decides). */
+function checkMtime(value: unknown, where: string, max = Infinity): number {
+  if (typeof value !== "number" || !Number.isFinite(value) || value < 0 || value > max) {
+    throw new ProtocolError(
+      `${where} must be a number of seconds ${
+        max === Infinity ? ">= 0" : `from 0 to ${max}`
+      }, got ${describe(value)}`,
+    );
   }
   return value;
 }
@@ -161,7 +176,10 @@ function parseFileInfo(value: unknown, where: string): FileInfo {
   if (typeof value.name !== "string") {
     throw new ProtocolError(`${where}.name must be a string, got ${describe(value.name)}`);
   }
-  const info: FileInfo = { name: value.name, mtime: checkMtime(value.mtime, `${where}.mtime`) };
+  const info: FileInfo = {
+    name: value.name,
+    mtime: checkMtime(value.mtime, `${where}.mtime`, MAX_MTIME_SECONDS),
+  };
   if (value.size !== undefined) info.size = checkSize(value.size, `${where}.size`);
   if (value.sha256 !== undefined) info.sha256 = checkSha256(value.sha256, `${where}.sha256`);
   return info;
@@ -232,7 +250,10 @@ function parseEntry(value: unknown, where: string): DirectoryEntry {
 /**
  * Parses one directory line from a tracker, as strictly as
  * {@linkcode parsePeerMessage}. Names are returned as they came: check each
- * with {@linkcode isSafeFileName} before using it as a path.
+ * with {@linkcode isSafeFileName} before using it as a path. An mtime past
+ * {@linkcode MAX_MTIME_SECONDS} is kept too (the course's tracker passes any
+ * number on), so that a peer can skip that one entry rather than the whole
+ * directory.
  *
  * @example
  * ```ts

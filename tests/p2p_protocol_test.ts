@@ -12,6 +12,7 @@ import {
   encodeJson,
   encodeLine,
   isSafeFileName,
+  MAX_MTIME_SECONDS,
   parseDirectory,
   parsePeerMessage,
   ProtocolError,
@@ -156,6 +157,9 @@ Deno.test("parsePeerMessage() refuses wrong types and shapes with a reason", () 
     ['{"port": 1, "files": [{"name": "a"}]}', /mtime must be a number/],
     ['{"port": 1, "files": [{"name": "a", "mtime": "1"}]}', /mtime must be a number/],
     ['{"port": 1, "files": [{"name": "a", "mtime": -1}]}', /mtime must be a number/],
+    // Past 2106: no real file, and 1e15 s is beyond any date JavaScript can show.
+    ['{"port": 1, "files": [{"name": "a", "mtime": 4294967296}]}', /from 0 to 4294967295/],
+    ['{"port": 1, "files": [{"name": "a", "mtime": 1e15}]}', /from 0 to 4294967295/],
     ['{"port": 1, "files": [{"name": "a", "mtime": 1, "size": -1}]}', /size must be/],
     ['{"port": 1, "files": [{"name": "a", "mtime": 1, "size": 1.5}]}', /size must be/],
     ['{"port": 1, "files": [{"name": "a", "mtime": 1, "sha256": "AB"}]}', /sha256 must be/],
@@ -183,6 +187,13 @@ Deno.test("parseDirectory() reads entries with our extensions and keeps any name
   assert.equal(Object.getPrototypeOf(directory), Object.prototype);
   assert.deepEqual(directory["../x"], { ip: "10.0.0.4", port: 8004, mtime: 2 });
   assert.deepEqual(parseDirectory("{}"), {});
+  // A peer may announce at most MAX_MTIME_SECONDS; a directory keeps any mtime for the peer to judge.
+  assert.equal(
+    parsePeerMessage(`{"port": 1, "files": [{"name": "a", "mtime": ${MAX_MTIME_SECONDS}}]}`)
+      .files![0].mtime,
+    MAX_MTIME_SECONDS,
+  );
+  assert.equal(parseDirectory('{"a": {"ip": "h", "port": 1, "mtime": 1e15}}').a.mtime, 1e15);
 });
 
 Deno.test("parseDirectory() refuses wrong types with a reason", () => {

@@ -278,6 +278,28 @@ Deno.test("startTracker() closes only the connection that sent bad input, with t
   assert.equal(t.stats().counters.rejected, bad.length + 1);
 });
 
+Deno.test("startTracker() refuses an mtime past 2106; its status page keeps working for everyone", async () => {
+  await using t = await tracker({ quiet: true, httpPort: 0 });
+  await using good = await connectPeer(t.addr.port);
+  await good.ask({ port: 8001, files: [file("a.txt")] });
+  {
+    await using evil = await connectPeer(t.addr.port);
+    // 1e15 s is past the last date JavaScript can show: the status page used to answer 500.
+    const line = await evil.sendRaw({ port: 8002, files: [file("future.txt", 1e15)] });
+    assert.equal(line, null, "the tracker closed that connection");
+  }
+  assert.match(
+    t.log.at(-1)!,
+    /^rejected 127\.0\.0\.1:\d+: files\[0\]\.mtime must be a number of seconds from 0 to 4294967295, got number 1000000000000000;/,
+  );
+  assert.deepEqual(Object.keys(await good.ask({ port: 8001 })), ["a.txt"], "others go on");
+  const page = await fetch(`http://127.0.0.1:${t.httpAddr!.port}/`);
+  assert.equal(page.status, 200);
+  const html = await page.text();
+  assert.match(html, /a\.txt/);
+  assert.ok(!html.includes("future.txt"));
+});
+
 Deno.test("startTracker() refuses an over-long line without buffering it", async () => {
   await using t = await tracker({ quiet: true, maxLineBytes: 1000 });
   await using evil = await connectPeer(t.addr.port);
