@@ -25,7 +25,14 @@
 import { createHash } from "node:crypto";
 import { errorMessage } from "../lib/cli.ts";
 import { LineReader, LineTooLongError } from "../lib/lines.ts";
-import { closeQuietly, connectTo, formatAddr, type Reader, writeAll } from "../lib/net.ts";
+import {
+  closeQuietly,
+  connectTo,
+  formatAddr,
+  type Reader,
+  writeAll,
+  type Writer,
+} from "../lib/net.ts";
 import {
   type FileInfo,
   isSafeFileName,
@@ -473,5 +480,42 @@ class IdleReader implements Reader {
 
   stop(): void {
     clearTimeout(this.#timer);
+  }
+}
+
+/**
+ * A connection's writer that gives up when no write completes for a while
+ * (the twin of the reader above): a client that asked for a file and then
+ * stopped reading must not hold the connection and the open file forever.
+ * Each write arms the timer again; when it fires the connection is closed,
+ * so the pending write fails and `timedOut` says why.
+ *
+ * @example
+ * ```ts
+ * import { writeAll } from "./lib/net.ts";
+ * const conn = await Deno.connect({ hostname: "127.0.0.1", port: 8000 });
+ * const out = new IdleWriter(conn, 30_000);
+ * await writeAll(out, new TextEncoder().encode("a.txt\n"));
+ * ```
+ */
+export class IdleWriter implements Writer {
+  /** Whether the connection was closed because a write took too long. */
+  timedOut = false;
+
+  constructor(
+    readonly conn: Writer & { close(): void },
+    readonly idleMs: number,
+  ) {}
+
+  async write(p: Uint8Array): Promise<number> {
+    const timer = setTimeout(() => {
+      this.timedOut = true;
+      closeQuietly(this.conn);
+    }, this.idleMs);
+    try {
+      return await this.conn.write(p);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 }

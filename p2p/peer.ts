@@ -53,6 +53,7 @@ import { closeQuietly, type Connection, connectTo, formatAddr, writeAll } from "
 import {
   downloadFile,
   HashCache,
+  IdleWriter,
   listSharedFiles,
   type LocalFile,
   MAX_REQUEST_BYTES,
@@ -77,6 +78,8 @@ const FIRST_PORT = 8000;
 const PORT_SEARCH_SPAN = 1000;
 /** Seconds a client may take to send its file request. */
 const REQUEST_TIMEOUT_SECONDS = 10;
+/** Seconds a client may read nothing of the file we send before we close its connection. */
+const SEND_TIMEOUT_SECONDS = 30;
 /** Seconds a served connection may stay open after the file, waiting for the client to close. */
 const LINGER_SECONDS = 30;
 /** Bytes a client may send after its request before we stop waiting for it to close. */
@@ -106,6 +109,8 @@ export interface FileHandlerOptions {
   quiet?: boolean;
   /** Seconds a client may take to send its request. @default {10} */
   requestTimeoutSeconds?: number;
+  /** Seconds a client may read nothing of the file before its connection is closed. @default {30} */
+  sendTimeoutSeconds?: number;
 }
 
 /**
@@ -167,15 +172,18 @@ export async function fileRequestHandler(
     return;
   }
   const { file, info } = opened;
+  // A client that stops reading must not hold the connection: each write that completes re-arms this.
+  const sendTimeout = options.sendTimeoutSeconds ?? SEND_TIMEOUT_SECONDS;
+  const out = new IdleWriter(conn, sendTimeout * 1000);
+  let sent = 0;
   try {
-    await writeAll(conn, new TextEncoder().encode(`Content-Length: ${info.size}\n`));
+    await writeAll(out, new TextEncoder().encode(`Content-Length: ${info.size}\n`));
     // Stream exactly the announced length: one buffer in memory, whatever the size.
     const buffer = new Uint8Array(Math.max(1, Math.min(TRANSFER_BUFFER_BYTES, info.size)));
-    let sent = 0;
     while (sent < info.size) {
       const n = await file.read(buffer.subarray(0, Math.min(buffer.length, info.size - sent)));
       if (n === null) break;
-      await writeAll(conn, buffer.subarray(0, n));
+      await writeAll(out, buffer.subarray(0, n));
       sent += n;
     }
     if (sent < info.size) {
@@ -185,6 +193,11 @@ export async function fileRequestHandler(
     await conn.closeWrite();
     await lingerUntilClosed(conn);
     say(`sent ${shown} (${formatBytes(sent)}) to ${who} in ${elapsedMs(started)}`);
+  } catch (err) {
+    if (!out.timedOut) throw err;
+    log(
+      `closed ${who}: it read nothing for ${sendTimeout} s (${sent} of ${info.size} B of ${shown} sent)`,
+    );
   } finally {
     file.close();
   }
@@ -245,6 +258,8 @@ export interface PeerOptions {
   idleTimeoutSeconds?: number;
   /** Seconds a client may take to send its file request. @default {10} */
   requestTimeoutSeconds?: number;
+  /** Seconds a client may read nothing of a file we send before it is closed. @default {30} */
+  sendTimeoutSeconds?: number;
   /** Where lines go. @default {console.log} */
   log?: Log;
 }
@@ -338,6 +353,7 @@ async function serveFiles(
           dir,
           quiet: options.quiet ?? false,
           requestTimeoutSeconds: options.requestTimeoutSeconds,
+          sendTimeoutSeconds: options.sendTimeoutSeconds,
         },
         hostname,
         port,

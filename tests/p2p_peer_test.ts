@@ -266,6 +266,48 @@ for (const mode of MODES) {
   });
 }
 
+for (const mode of MODES) {
+  Deno.test(`the peer's file server in ${mode} mode closes a client that stops reading`, async () => {
+    await using share = await tempFolder();
+    // Far more than the socket buffers hold, so the server's writes stall.
+    const big = randomBytes(16 * MIB, 5);
+    await putFile(share.path, "big.bin", big, T0);
+    const small = encoder.encode("small\n");
+    await putFile(share.path, "small.txt", small, T0);
+    const tracker = fakeTracker(() => ({}));
+    const lines: string[] = [];
+    try {
+      await using peer = await startPeer({
+        dir: share.path,
+        tracker: { hostname: "127.0.0.1", port: tracker.port },
+        mode,
+        poolSize: 1,
+        sendTimeoutSeconds: 0.5,
+        log: (line) => lines.push(line),
+      });
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: peer.addr.port });
+      try {
+        await writeAll(conn, encoder.encode("big.bin\n"));
+        // Read nothing: once the buffers are full, no write completes for 0.5 s.
+        await waitUntil(
+          () => lines.some((l) => /^closed 127\.0\.0\.1:\d+: it read nothing for 0\.5 s/.test(l)),
+          10_000,
+          "the send timeout's log line",
+          () => lines.join("\n"),
+        );
+        const answer = await withTimeout(readAll(conn), 5000, "the rest of the answer");
+        assert.ok(answer.length < big.length, `got all ${answer.length} bytes`);
+      } finally {
+        conn.close();
+      }
+      // The server goes on serving others.
+      await assertServed(peer.addr.port, encoder.encode("small.txt\n"), reply(small));
+    } finally {
+      await tracker.close();
+    }
+  });
+}
+
 Deno.test("a peer skips hostile names and impossible mtimes in a directory and never writes outside its folder", async () => {
   await using parent = await tempFolder();
   const dir = `${parent.path}/share`;
