@@ -281,6 +281,15 @@ export class DownloadError extends Error {
   override name = "DownloadError";
 }
 
+/**
+ * A download that arrived whole but was not put in place: the file here
+ * changed meanwhile (edited, say) or is at least as new, and a download
+ * must never overwrite a newer local edit. The temp file is already gone.
+ */
+export class LocalChangeError extends DownloadError {
+  override name = "LocalChangeError";
+}
+
 /** What to fetch, from whom, and what it must turn out to be. */
 export interface DownloadOptions {
   /** The folder to write into (a real path). */
@@ -297,6 +306,13 @@ export interface DownloadOptions {
   size?: number;
   /** The expected SHA-256 (hex), when the directory gives one. */
   sha256?: string;
+  /**
+   * The mtime (whole seconds) of the file here when the download was
+   * planned, or `null` when there was none. If the file differs from that
+   * just before the rename, the download is dropped. @default {undefined: compared with the
+   * file as the download started only}
+   */
+  localMtime?: number | null;
   /** Seconds to wait for the connection. @default {5} */
   connectTimeoutSeconds?: number;
   /** Seconds without a single byte before giving up. @default {30} */
@@ -327,10 +343,12 @@ export interface DownloadResult {
  * Fetches one file from a holder: sends the name and `\n`, reads
  * `Content-Length: N`, streams exactly N bytes into a temp file while
  * hashing them, checks length and hash, sets the mtime, and renames the temp
- * file over `name`. On any failure the temp file is removed and the final
- * name is left as it was.
+ * file over `name`, unless the file there changed meanwhile or is at least
+ * as new. On any failure the temp file is removed and the final name is
+ * left as it was.
  *
- * @throws {DownloadError} saying what went wrong.
+ * @throws {LocalChangeError} when the file here changed or is as new: it is kept.
+ * @throws {DownloadError} saying what else went wrong.
  */
 export async function downloadFile(options: DownloadOptions): Promise<DownloadResult> {
   const { dir, name } = options;
@@ -353,8 +371,11 @@ export async function downloadFile(options: DownloadOptions): Promise<DownloadRe
   options.signal?.addEventListener("abort", onAbort);
   const reader = new IdleReader(conn, (options.idleTimeoutSeconds ?? 30) * 1000);
   const tempPath = pathIn(dir, tempNameFor(name));
+  const target = pathIn(dir, name);
   let file: Deno.FsFile | null = null;
   try {
+    // The file here as the download starts, to notice an edit made while the bytes travel.
+    const before = await statOrNull(target);
     await writeAll(conn, new TextEncoder().encode(name + "\n"));
     const total = await readContentLength(reader, options, where);
     file = await Deno.open(tempPath, { write: true, createNew: true, mode: 0o644 });
@@ -391,8 +412,11 @@ export async function downloadFile(options: DownloadOptions): Promise<DownloadRe
     file = null;
     const mtime = new Date(options.mtime * 1000);
     await Deno.utime(tempPath, mtime, mtime);
-    await Deno.rename(tempPath, pathIn(dir, name));
-    const info = await Deno.stat(pathIn(dir, name));
+    // Looked at again just before the rename: a newer local edit must not be overwritten.
+    const changed = localChange(await statOrNull(target), before, options);
+    if (changed !== null) throw new LocalChangeError(changed);
+    await Deno.rename(tempPath, target);
+    const info = await Deno.stat(target);
     return {
       bytes: received,
       seconds: (performance.now() - started) / 1000,
@@ -416,6 +440,46 @@ export async function downloadFile(options: DownloadOptions): Promise<DownloadRe
     reader.stop();
     closeQuietly(conn);
   }
+}
+
+/**
+ * The file's metadata, or `null` when there is none. Symlinks are followed,
+ * as the listing follows them, so the mtimes compare with the planned one.
+ */
+async function statOrNull(path: string): Promise<Deno.FileInfo | null> {
+  try {
+    return await Deno.stat(path);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return null;
+    throw err;
+  }
+}
+
+/**
+ * Why the file here must not be replaced by the download, or `null` when it
+ * may be: it appeared or changed since the download was planned or started,
+ * or it is at least as new as the download. A file that is gone is nothing
+ * to lose.
+ */
+function localChange(
+  now: Deno.FileInfo | null,
+  before: Deno.FileInfo | null,
+  options: DownloadOptions,
+): string | null {
+  if (now === null) return null;
+  const mtime = wholeSeconds(now);
+  if (before === null || options.localMtime === null) {
+    return `${options.name} appeared here meanwhile (mtime ${mtime})`;
+  }
+  const same = now.ino === before.ino && now.dev === before.dev && now.size === before.size &&
+    now.mtime?.getTime() === before.mtime?.getTime();
+  if (!same || (options.localMtime !== undefined && mtime !== options.localMtime)) {
+    return `${options.name} changed here meanwhile (mtime now ${mtime})`;
+  }
+  if (mtime >= Math.floor(options.mtime)) {
+    return `${options.name} here is as new (mtime ${mtime} >= ${Math.floor(options.mtime)})`;
+  }
+  return null;
 }
 
 /** Reads and checks the header line; returns N. */

@@ -55,6 +55,7 @@ import {
   HashCache,
   IdleWriter,
   listSharedFiles,
+  LocalChangeError,
   type LocalFile,
   MAX_REQUEST_BYTES,
   openSharedFile,
@@ -398,10 +399,12 @@ interface Source {
   port: number;
 }
 
-/** A file to fetch: the directory's entry and the holders to try, in order. */
+/** A file to fetch: the directory's entry, the holders to try in order, and our copy's mtime. */
 interface Wanted {
   entry: DirectoryEntry;
   sources: Source[];
+  /** Our copy's whole-second mtime when the fetch was planned; `null`: we had none. */
+  localMtime: number | null;
 }
 
 /** The peer's side of the protocol with the tracker, and the downloads it leads to. */
@@ -590,7 +593,7 @@ class SyncLoop {
       if ((ours !== undefined && ours >= theirs) || this.#inFlight.has(name)) continue;
       const sources = this.#sources(entry, self);
       if (sources.length === 0) continue;
-      queue.set(name, { entry, sources });
+      queue.set(name, { entry, sources, localMtime: ours ?? null });
       if (!this.#queue.has(name)) {
         const why = ours === undefined ? "missing here" : `newer there (mtime ${theirs} > ${ours})`;
         decisions.push(`fetching ${name} (${why}) from ${formatAddr(sourceAddr(sources[0]))}`);
@@ -634,7 +637,7 @@ class SyncLoop {
   }
 
   /** Fetches one file, trying each holder in turn. */
-  async #fetch(name: string, { entry, sources }: Wanted): Promise<void> {
+  async #fetch(name: string, { entry, sources, localMtime }: Wanted): Promise<void> {
     for (const [i, source] of sources.entries()) {
       if (this.#stopping) return;
       const where = formatAddr(sourceAddr(source));
@@ -647,6 +650,7 @@ class SyncLoop {
           mtime: entry.mtime,
           size: entry.size,
           sha256: entry.sha256,
+          localMtime,
           idleTimeoutSeconds: this.#options.idleTimeoutSeconds,
           onProgress: this.#progress(name, entry.size),
           signal: this.#abort.signal,
@@ -667,6 +671,11 @@ class SyncLoop {
         return;
       } catch (err) {
         if (this.#stopping) return;
+        if (err instanceof LocalChangeError) {
+          // Not the holder's fault: the next round announces our copy and decides again.
+          this.#log(`download of ${name} from ${where} dropped: ${err.message}; kept ours`);
+          return;
+        }
         this.stats.failures++;
         this.#badHolders.set(where, Date.now());
         const next = sources[i + 1];

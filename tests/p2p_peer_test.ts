@@ -11,6 +11,7 @@ import { MODES } from "../lib/concurrency.ts";
 import { LineReader } from "../lib/lines.ts";
 import { writeAll } from "../lib/net.ts";
 import { preview } from "../lib/log.ts";
+import { downloadFile, LocalChangeError } from "../p2p/files.ts";
 import { startPeer } from "../p2p/peer.ts";
 import { type Directory, encodeLine } from "../p2p/protocol.ts";
 import {
@@ -468,6 +469,102 @@ Deno.test("bad transfers are discarded (short, wrong bytes, bad or absurd Conten
     assert.match(failure, new RegExp(`trying 127\\.0\\.0\\.1:${good.port}`));
     assert.deepEqual(holders.get(kind)!.requests, [`${kind}.bin`], lines.join("\n"));
   }
+});
+
+Deno.test("a download never overwrites a file edited here while it travelled", async () => {
+  await using share = await tempFolder();
+  const path = `${share.path}/doc.txt`;
+  await putFile(share.path, "doc.txt", encoder.encode("old version\n"), T0);
+  const theirs = randomBytes(64 * 1024, 9);
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => release = resolve);
+  let halfway!: () => void;
+  const halfSent = new Promise<void>((resolve) => halfway = resolve);
+  const holder = fakeHolder(async (_name, conn) => {
+    await writeAll(conn, encoder.encode(`Content-Length: ${theirs.length}\n`));
+    await writeAll(conn, theirs.subarray(0, 1000));
+    halfway();
+    await released;
+    await writeAll(conn, theirs.subarray(1000));
+  });
+  const directory: Directory = {
+    "doc.txt": {
+      ip: "127.0.0.1",
+      port: holder.port,
+      mtime: T0 + 10,
+      size: theirs.length,
+      sha256: sha256(theirs),
+    },
+  };
+  const tracker = fakeTracker(() => directory);
+  const lines: string[] = [];
+  const edit = encoder.encode("edited here while the download was under way\n");
+  try {
+    await using peer = await startPeer({
+      dir: share.path,
+      tracker: { hostname: "127.0.0.1", port: tracker.port },
+      interval: 0.2,
+      log: (line) => lines.push(line),
+    });
+    await withTimeout(halfSent, 5000, "the start of the download");
+    // The user saves the file (mtime: now) while the bytes travel.
+    await Deno.writeFile(path, edit);
+    release();
+    await waitUntil(
+      () => lines.some((l) => /^download of doc\.txt from \S+ dropped: doc\.txt changed/.test(l)),
+      5000,
+      "the dropped download's log line",
+      () => lines.join("\n"),
+    );
+    // More rounds: the edit is newer than the directory's version, so it stays.
+    const seen = tracker.messages.flat().length;
+    await waitUntil(() => tracker.messages.flat().length >= seen + 3, 5000, "three more rounds");
+    assert.equal(peer.stats.downloads, 0);
+    assert.equal(peer.stats.failures, 0, "a local edit is not the holder's failure");
+  } finally {
+    await tracker.close();
+    await holder.close();
+  }
+  assert.deepEqual(await Deno.readFile(path), edit);
+  assert.deepEqual(namesIn(share.path), ["doc.txt"], "the temp file is gone");
+  assert.deepEqual(holder.requests, ["doc.txt"]);
+});
+
+Deno.test("downloadFile() keeps a file that appeared or changed here since the download was planned", async () => {
+  await using share = await tempFolder();
+  const theirs = encoder.encode("the holder's version\n");
+  const holder = fakeHolder((_name, conn) => writeAll(conn, reply(theirs)));
+  try {
+    const fetch = (name: string, localMtime: number | null) =>
+      downloadFile({
+        dir: share.path,
+        name,
+        hostname: "127.0.0.1",
+        port: holder.port,
+        mtime: T0 + 10,
+        localMtime,
+      });
+    // Planned when the file was at T0; someone put back an older copy since.
+    await putFile(share.path, "changed.txt", encoder.encode("restored\n"), T0 + 5);
+    await assert.rejects(fetch("changed.txt", T0), LocalChangeError);
+    // Planned when there was no file; one was written since.
+    await putFile(share.path, "appeared.txt", encoder.encode("new here\n"), T0 + 1);
+    await assert.rejects(fetch("appeared.txt", null), /appeared here meanwhile/);
+    // Unchanged since planning and older: replaced.
+    await putFile(share.path, "older.txt", encoder.encode("old\n"), T0);
+    await fetch("older.txt", T0);
+  } finally {
+    await holder.close();
+  }
+  const state = await folderState(share.path);
+  assert.deepEqual(Object.keys(state).sort(), ["appeared.txt", "changed.txt", "older.txt"]);
+  assert.equal(state["changed.txt"]?.mtime, T0 + 5);
+  assert.equal(state["appeared.txt"]?.mtime, T0 + 1);
+  assert.deepEqual(state["older.txt"], {
+    size: theirs.length,
+    mtime: T0 + 10,
+    sha256: sha256(theirs),
+  });
 });
 
 Deno.test("Init lists the shared files with size and SHA-256; a KeepAlive carries the list again only when it changed; a dropped tracker gets a new Init", async () => {
