@@ -171,12 +171,16 @@ interface Holding {
   seq: number;
 }
 
-/** One open connection, and the file lists announced on it (to restore after an expiry). */
+/** One open connection, and the last file list announced on it (to restore after an expiry). */
 interface PeerConnection {
   conn: Deno.TcpConn;
   who: string;
   ip: string;
-  lastFiles: Map<number, FileInfo[]>;
+  /**
+   * Only the last list, whatever port it was for: a connection is one peer,
+   * and one that announced lists for many ports must not make us keep them all.
+   */
+  lastFiles: { port: number; files: FileInfo[] } | null;
 }
 
 /**
@@ -459,13 +463,13 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
     let restored = false;
     if (files) {
       state.counters.fileLists++;
-      pc.lastFiles.set(message.port, files);
+      pc.lastFiles = { port: message.port, files };
     } else {
       state.counters.keepAlives++;
       // A peer that went silent, expired, and speaks again on the same
       // connection still has the files it announced there: keep them listed.
-      if (joined && pc.lastFiles.has(message.port)) {
-        files = pc.lastFiles.get(message.port);
+      if (joined && pc.lastFiles?.port === message.port) {
+        files = pc.lastFiles.files;
         restored = true;
       }
     }
@@ -572,7 +576,7 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
         conn,
         who: formatAddr(remote),
         ip: peerIp(remote),
-        lastFiles: new Map(),
+        lastFiles: null,
       };
       // Answers are small and awaited: send each at once, not after a delayed ACK.
       conn.setNoDelay(true);

@@ -249,6 +249,25 @@ Deno.test("startTracker() expires a silent peer after a fractional timeout; anot
   assert.equal(t.stats().counters.peersExpired, 1);
 });
 
+Deno.test("startTracker() keeps only a connection's last file list, whatever ports it announced", async () => {
+  await using t = await tracker({
+    peerTimeoutSeconds: 0.3,
+    sweepIntervalSeconds: 0.05,
+    quiet: true,
+  });
+  await using conn = await connectPeer(t.addr.port);
+  // One connection announcing lists for many ports: only the last one may stay in memory.
+  for (let port = 8001; port <= 8020; port++) {
+    await conn.ask({ port, files: [file(`for-${port}.txt`)] });
+  }
+  await waitUntil(() => t.stats().peers.length === 0, 3000, "every port to expire");
+  // Back after expiring: the last list comes back with its port; the earlier ones were let go.
+  assert.deepEqual(Object.keys(await conn.ask({ port: 8001 })), []);
+  assert.match(t.log.at(-1)!, /peer 127\.0\.0\.1:8001 joined without a file list/);
+  assert.deepEqual(Object.keys(await conn.ask({ port: 8020 })), ["for-8020.txt"]);
+  assert.match(t.log.at(-1)!, /peer 127\.0\.0\.1:8020 is back after expiring; restored its 1 file/);
+});
+
 Deno.test("startTracker() closes only the connection that sent bad input, with the reason", async () => {
   await using t = await tracker({ quiet: true });
   await using good = await connectPeer(t.addr.port);
