@@ -14,16 +14,16 @@
  * @module
  */
 
-import { exitOnSignal, parseChoice, parseCli, parseCount, parsePort, runMain } from "./lib/cli.ts";
+import { parseCli, runMain } from "./lib/cli.ts";
 import {
   type ConnectionServer,
   type HandlerContext,
-  type Mode,
-  MODES,
   serveConnections,
+  type ServerOptions,
 } from "./lib/concurrency.ts";
-import { elapsedMs, formatBytes, type Log, preview, printLog, silentLog } from "./lib/log.ts";
+import { elapsedMs, formatBytes, type Log, preview, silentLog } from "./lib/log.ts";
 import { type Connection, formatAddr, READ_BUFFER_BYTES, writeAll } from "./lib/net.ts";
+import { announceServer, readServerFlags, serverFlags, serverUsage } from "./lib/server_cli.ts";
 
 /** Bytes of each connection shown as previews before the log goes quiet. */
 const PREVIEW_BUDGET_BYTES = 4 * 1024;
@@ -90,23 +90,8 @@ export async function echoHandler(
   }
 }
 
-/** Options for {@linkcode startEchoServer}. */
-export interface EchoServerOptions {
-  /** Address to bind. @default {"127.0.0.1"} */
-  hostname?: string;
-  /** Port to bind; 0 picks a free one. @default {0} */
-  port?: number;
-  /** Where each connection is handled. @default {"async"} */
-  mode?: Mode;
-  /** Workers or child processes kept warm (worker and process modes). @default {CPU count, at least 2} */
-  poolSize?: number;
-  /** Most connections served at once; extra ones are closed with a log line. 0: no limit. @default {0} */
-  maxConns?: number;
-  /** Print only errors. @default {false} */
-  quiet?: boolean;
-  /** Where lines go. @default {console.log} */
-  log?: Log;
-}
+/** Options for {@linkcode startEchoServer}: the shared server options. */
+export type EchoServerOptions = ServerOptions;
 
 /**
  * Starts an echo server and resolves once it accepts connections.
@@ -120,53 +105,19 @@ export interface EchoServerOptions {
  */
 export function startEchoServer(options: EchoServerOptions = {}): Promise<ConnectionServer> {
   return serveConnections<EchoHandlerOptions>({
+    ...options,
     handler: { module: import.meta.url, name: "echoHandler" },
     handlerOptions: { quiet: options.quiet ?? false },
-    hostname: options.hostname,
-    port: options.port,
-    mode: options.mode,
-    poolSize: options.poolSize,
-    maxConns: options.maxConns,
-    log: options.log ?? printLog,
   });
 }
 
 const USAGE = `usage: deno run --allow-net echo_server.ts [options]
-  --host ADDR       address to listen on (default 127.0.0.1; 0.0.0.0 for all)
-  --port N          port to listen on, 0 for any free one (default 8001)
-  --mode MODE       async | worker | process (default async)
-                    worker also needs --allow-read=.  process needs --allow-read=. --allow-run
-  --workers N       workers or child processes kept warm (default: CPU count, at least 2)
-  --max-conns N     serve at most N connections at once, close the rest (default: no limit)
-  --quiet           print only the listening line and errors`;
+${serverUsage(8001)}`;
 
 async function main(): Promise<void> {
-  const { values } = parseCli(Deno.args, USAGE, {
-    host: { type: "string", default: "127.0.0.1" },
-    port: { type: "string", default: "8001" },
-    mode: { type: "string", default: "async" },
-    workers: { type: "string" },
-    "max-conns": { type: "string" },
-    quiet: { type: "boolean", default: false },
-  });
-  const server = await startEchoServer({
-    hostname: values.host as string,
-    port: parsePort(values.port as string, "--port"),
-    mode: parseChoice(values.mode as string, "--mode", MODES),
-    poolSize: values.workers === undefined
-      ? undefined
-      : parseCount(values.workers as string, "--workers"),
-    maxConns: values["max-conns"] === undefined
-      ? 0
-      : parseCount(values["max-conns"] as string, "--max-conns"),
-    quiet: values.quiet as boolean,
-  });
-  // Ready for Ctrl-C before saying "listening": a signal right after that line must still exit 0.
-  exitOnSignal(async () => {
-    console.log("stopping: closing live connections");
-    await server.close();
-  });
-  console.log(`echo server (${server.mode} mode) listening on ${formatAddr(server.addr)}`);
+  const { values } = parseCli(Deno.args, USAGE, serverFlags(8001));
+  const server = await startEchoServer(readServerFlags(values));
+  announceServer(server, "echo server");
   if (!values.quiet) {
     console.log(`try: echo "Foobar" | nc ${server.addr.hostname} ${server.addr.port} -q 1`);
   }

@@ -18,27 +18,17 @@
  * @module
  */
 
-import {
-  exitOnSignal,
-  type HostPort,
-  parseChoice,
-  parseCli,
-  parseCount,
-  parseHostPort,
-  parsePort,
-  parseSeconds,
-  runMain,
-} from "./lib/cli.ts";
+import { type HostPort, parseCli, parseHostPort, parseSeconds, runMain } from "./lib/cli.ts";
 import {
   type ConnectionServer,
   type HandlerContext,
-  type Mode,
-  MODES,
   serveConnections,
+  type ServerOptions,
 } from "./lib/concurrency.ts";
-import { elapsedMs, formatBytes, type Log, preview, printLog } from "./lib/log.ts";
+import { elapsedMs, formatBytes, preview } from "./lib/log.ts";
 import { closeQuietly, type Connection, connectTo, formatAddr } from "./lib/net.ts";
 import { relay } from "./lib/relay.ts";
+import { announceServer, readServerFlags, serverFlags, serverUsage } from "./lib/server_cli.ts";
 
 /** The lab's upstream server. */
 export const DEFAULT_UPSTREAM: HostPort = { hostname: "www.google.com", port: 80 };
@@ -127,27 +117,13 @@ export async function proxyHandler(
 }
 
 /** Options for {@linkcode startProxyServer}. */
-export interface ProxyServerOptions {
-  /** Address to bind. @default {"127.0.0.1"} */
-  hostname?: string;
-  /** Port to bind; 0 picks a free one. @default {0} */
-  port?: number;
+export interface ProxyServerOptions extends ServerOptions {
   /** The server every client is relayed to. @default {{ hostname: "www.google.com", port: 80 }} */
   upstream?: HostPort;
-  /** Where each connection is handled. @default {"async"} */
-  mode?: Mode;
-  /** Workers or child processes kept warm (worker and process modes). @default {CPU count, at least 2} */
-  poolSize?: number;
-  /** Most connections served at once; extra ones are closed with a log line. 0: no limit. @default {0} */
-  maxConns?: number;
   /** Seconds allowed to connect to the upstream. @default {10} */
   connectTimeoutSeconds?: number;
   /** Seconds with no traffic either way before both sides are closed; 0 never. @default {60} */
   idleTimeoutSeconds?: number;
-  /** Log only failures to reach the upstream, no per-connection lines. @default {false} */
-  quiet?: boolean;
-  /** Where lines go. @default {console.log} */
-  log?: Log;
 }
 
 /**
@@ -166,6 +142,7 @@ export interface ProxyServerOptions {
 export function startProxyServer(options: ProxyServerOptions = {}): Promise<ConnectionServer> {
   const upstream = options.upstream ?? DEFAULT_UPSTREAM;
   return serveConnections<ProxyHandlerOptions>({
+    ...options,
     handler: { module: import.meta.url, name: "proxyHandler" },
     handlerOptions: {
       upstream: { hostname: upstream.hostname, port: upstream.port },
@@ -173,61 +150,32 @@ export function startProxyServer(options: ProxyServerOptions = {}): Promise<Conn
       idleTimeoutSeconds: options.idleTimeoutSeconds ?? 60,
       quiet: options.quiet ?? false,
     },
-    hostname: options.hostname,
-    port: options.port,
-    mode: options.mode,
-    poolSize: options.poolSize,
-    maxConns: options.maxConns,
-    log: options.log ?? printLog,
   });
 }
 
 const USAGE = `usage: deno run --allow-net proxy_server.ts [options]
-  --host ADDR            address to listen on (default 127.0.0.1; 0.0.0.0 for all)
-  --port N               port to listen on, 0 for any free one (default 8080)
   --upstream HOST:PORT   server to relay every client to (default www.google.com:80)
-  --mode MODE            async | worker | process (default async)
-                         worker also needs --allow-read=.  process needs --allow-read=. --allow-run
   --connect-timeout S    seconds allowed to reach the upstream (default 10)
   --idle-timeout S       close both sides after S seconds without traffic (default 60)
-  --max-conns N          relay at most N connections at once, close the rest (default: no limit)
-  --quiet                print only the listening line and errors`;
+${serverUsage(8080)}`;
 
 async function main(): Promise<void> {
   const { values } = parseCli(Deno.args, USAGE, {
-    host: { type: "string", default: "127.0.0.1" },
-    port: { type: "string", default: "8080" },
+    ...serverFlags(8080),
     upstream: { type: "string", default: formatAddr(DEFAULT_UPSTREAM) },
-    mode: { type: "string", default: "async" },
     "connect-timeout": { type: "string", default: "10" },
     "idle-timeout": { type: "string", default: "60" },
-    "max-conns": { type: "string" },
-    quiet: { type: "boolean", default: false },
   });
   const upstream = parseHostPort(values.upstream as string, "--upstream", 80);
   const server = await startProxyServer({
-    hostname: values.host as string,
-    port: parsePort(values.port as string, "--port"),
+    ...readServerFlags(values),
     upstream,
-    mode: parseChoice(values.mode as string, "--mode", MODES),
     connectTimeoutSeconds: parseSeconds(values["connect-timeout"] as string, "--connect-timeout"),
     idleTimeoutSeconds: parseSeconds(values["idle-timeout"] as string, "--idle-timeout"),
-    maxConns: values["max-conns"] === undefined
-      ? 0
-      : parseCount(values["max-conns"] as string, "--max-conns"),
-    quiet: values.quiet as boolean,
   });
-  // Ready for Ctrl-C before saying so: a script that waits for the line may stop us at once.
-  exitOnSignal(async () => {
-    console.log("stopping: closing live connections");
-    await server.close();
-  });
-  const where = formatAddr(server.addr);
-  console.log(
-    `proxy server (${server.mode} mode) listening on ${where}, relaying to ${formatAddr(upstream)}`,
-  );
+  announceServer(server, "proxy server", `, relaying to ${formatAddr(upstream)}`);
   if (!values.quiet) {
-    console.log(`try: deno run --allow-net proxy_client.ts --proxy ${where}`);
+    console.log(`try: deno run --allow-net proxy_client.ts --proxy ${formatAddr(server.addr)}`);
   }
 }
 

@@ -67,26 +67,36 @@ export type ConnectionHandler<O> = (
   context: HandlerContext<O>,
 ) => Promise<void>;
 
-/** Options for {@linkcode serveConnections}. */
-export interface ServeOptions<O> {
-  /** The handler to run: a module URL and an export name, so workers and children can load it. */
-  handler: HandlerRef;
-  /** Passed to the handler as `context.options`; must survive JSON (children get a JSON copy). */
-  handlerOptions: O;
+/**
+ * What every server script lets its caller choose: where to listen, where
+ * handlers run, how many connections at once, and how much to log. The
+ * echo server's and the proxy's options extend it.
+ */
+export interface ServerOptions {
   /** Address to bind. @default {"127.0.0.1"} */
   hostname?: string;
   /** Port to bind; 0 picks a free one. @default {0} */
   port?: number;
-  /** Where handlers run. @default {"async"} */
+  /** Where each connection's handler runs. @default {"async"} */
   mode?: Mode;
-  /** Workers or children in the pool (worker and process modes). @default {navigator.hardwareConcurrency, at least 2} */
+  /** Workers or child processes kept warm (worker and process modes). @default {CPU count, at least 2} */
   poolSize?: number;
-  /** Connections served at once; more are closed at once with a log line. 0 means no limit. @default {0} */
+  /** Most connections served at once; more are closed at once with a log line. 0: no limit. @default {0} */
   maxConns?: number;
-  /** Listen backlog: connections the kernel queues before refusing. @default {511} */
-  backlog?: number;
+  /** Log only errors: no line per connection (handlers read it from their options). @default {false} */
+  quiet?: boolean;
   /** Receives handler lines and the server's own. @default {printLog} */
   log?: Log;
+}
+
+/** Options for {@linkcode serveConnections}. */
+export interface ServeOptions<O> extends ServerOptions {
+  /** The handler to run: a module URL and an export name, so workers and children can load it. */
+  handler: HandlerRef;
+  /** Passed to the handler as `context.options`; must survive JSON (children get a JSON copy). */
+  handlerOptions: O;
+  /** Listen backlog: connections the kernel queues before refusing. @default {511} */
+  backlog?: number;
   /** Deno permission flags for child processes, beyond reading the code. @default {["--allow-net"]} */
   childPermissions?: string[];
 }

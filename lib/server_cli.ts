@@ -1,0 +1,73 @@
+/**
+ * The command line every server script shares: the flags `--host`,
+ * `--port`, `--mode`, `--workers`, `--max-conns` and `--quiet`, their usage
+ * lines, and the start-up that prints "listening on" and stops on Ctrl-C.
+ *
+ * @example
+ * ```ts
+ * import { readServerFlags, serverFlags, serverUsage } from "./lib/server_cli.ts";
+ * import { parseCli } from "./lib/cli.ts";
+ * const USAGE = `usage: my_server.ts [options]\n${serverUsage(9000)}`;
+ * const { values } = parseCli(Deno.args, USAGE, serverFlags(9000));
+ * console.log(readServerFlags(values));
+ * ```
+ * @module
+ */
+
+import type { ParseArgsOptionsConfig } from "node:util";
+import { exitOnSignal, parseChoice, parseCount, type ParsedCli, parsePort } from "./cli.ts";
+import { type ConnectionServer, MODES, type ServerOptions } from "./concurrency.ts";
+import { formatAddr } from "./net.ts";
+
+/** The shared server flags, for `parseCli()`. */
+export function serverFlags(defaultPort: number): ParseArgsOptionsConfig {
+  return {
+    host: { type: "string", default: "127.0.0.1" },
+    port: { type: "string", default: String(defaultPort) },
+    mode: { type: "string", default: "async" },
+    workers: { type: "string" },
+    "max-conns": { type: "string" },
+    quiet: { type: "boolean", default: false },
+  };
+}
+
+/** Usage lines for {@linkcode serverFlags}, in the same words for every script. */
+export function serverUsage(defaultPort: number): string {
+  return `  --host ADDR         address to listen on (default 127.0.0.1; 0.0.0.0 for all)
+  --port N            port to listen on, 0 for any free one (default ${defaultPort})
+  --mode MODE         async | worker | process (default async)
+                      worker also needs --allow-read=.  process needs --allow-read=. --allow-run
+  --workers N         workers or child processes kept warm (default: CPU count, at least 2)
+  --max-conns N       serve at most N connections at once, close the rest (default: no limit)
+  --quiet             print only the listening line and errors`;
+}
+
+/** Validates the shared flags' values. @throws {UsageError} on a bad value. */
+export function readServerFlags(values: ParsedCli["values"]): ServerOptions {
+  return {
+    hostname: values.host as string,
+    port: parsePort(values.port as string, "--port"),
+    mode: parseChoice(values.mode as string, "--mode", MODES),
+    poolSize: values.workers === undefined
+      ? undefined
+      : parseCount(values.workers as string, "--workers"),
+    maxConns: values["max-conns"] === undefined
+      ? 0
+      : parseCount(values["max-conns"] as string, "--max-conns"),
+    quiet: values.quiet as boolean,
+  };
+}
+
+/**
+ * Arms Ctrl-C and SIGTERM (close every connection, exit 0), then prints
+ * `NAME (MODE mode) listening on HOST:PORT` plus `details`. The handler comes
+ * first: a script that stops us as soon as it sees the line must still get
+ * a clean exit.
+ */
+export function announceServer(server: ConnectionServer, name: string, details = ""): void {
+  exitOnSignal(async () => {
+    console.log("stopping: closing live connections");
+    await server.close();
+  });
+  console.log(`${name} (${server.mode} mode) listening on ${formatAddr(server.addr)}${details}`);
+}
