@@ -11,20 +11,13 @@
  */
 
 import { CliError, parseCli, parseCount, runMain, UsageError } from "./lib/cli.ts";
-import { type Mode, MODES } from "./lib/concurrency.ts";
+import { MODE_PERMISSIONS, MODES } from "./lib/concurrency.ts";
 import { READ_BUFFER_BYTES, writeAll } from "./lib/net.ts";
 import { startOrigin } from "./lib/origin.ts";
 import { haveCommand, runScript, type Script, startScript } from "./lib/scripts.ts";
 
 const USAGE = `usage: deno task lab [--step N]
 Runs every step of the lab on loopback (about half a minute), or only step N.`;
-
-/** Permissions each concurrency mode needs, exactly as the README gives them. */
-const MODE_PERMISSIONS: Record<Mode, string[]> = {
-  async: ["--allow-net"],
-  worker: ["--allow-net", "--allow-read=."],
-  process: ["--allow-net", "--allow-read=.", "--allow-run"],
-};
 
 /** Clients each mode serves at once in the side-by-side step. */
 const SIDE_BY_SIDE_CLIENTS = 20;

@@ -10,6 +10,7 @@
  */
 
 import { errorMessage } from "../lib/cli.ts";
+import { MODE_PERMISSIONS } from "../lib/concurrency.ts";
 import type { EchoLoadResult, EchoTest } from "./echo_load.ts";
 import {
   formatNumber,
@@ -154,12 +155,7 @@ function specs(tools: Tools, missing: string[]): Spec[] {
     });
   } else missing.push("socat");
   // Our server, exactly as a student runs it, with the narrowest permissions of each mode.
-  const permissions = {
-    async: ["--allow-net"],
-    worker: ["--allow-net", "--allow-read=."],
-    process: ["--allow-net", "--allow-read=.", "--allow-run"],
-  };
-  for (const [mode, perms] of Object.entries(permissions)) {
+  for (const [mode, perms] of Object.entries(MODE_PERMISSIONS)) {
     list.push({
       id: mode,
       label: `ours: ${mode}`,

@@ -8,6 +8,7 @@
  */
 
 import { errorMessage } from "../lib/cli.ts";
+import { MODE_PERMISSIONS } from "../lib/concurrency.ts";
 import type { Tools } from "./echo_part.ts";
 import {
   formatNumber,
@@ -174,12 +175,7 @@ function specs(tools: Tools, origin: string, missing: string[]): Spec[] {
     });
   } else missing.push("socat");
   const ready = exists("proxy_server.ts");
-  const permissions = {
-    async: ["--allow-net"],
-    worker: ["--allow-net", "--allow-read=."],
-    process: ["--allow-net", "--allow-read=.", "--allow-run"],
-  };
-  for (const [mode, perms] of Object.entries(permissions)) {
+  for (const [mode, perms] of Object.entries(MODE_PERMISSIONS)) {
     list.push({
       id: mode,
       label: `ours: ${mode}`,

@@ -50,6 +50,17 @@ export type Mode = "async" | "worker" | "process";
 /** Every mode, in the order the docs present them. */
 export const MODES: readonly Mode[] = ["async", "worker", "process"];
 
+/**
+ * The `deno run` permission flags a server script needs in each mode, run
+ * from the project folder: Workers load the code from disk (`--allow-read`),
+ * and child processes are `deno` itself (`--allow-run`).
+ */
+export const MODE_PERMISSIONS: Readonly<Record<Mode, readonly string[]>> = {
+  async: ["--allow-net"],
+  worker: ["--allow-net", "--allow-read=."],
+  process: ["--allow-net", "--allow-read=.", "--allow-run"],
+};
+
 /** What a handler gets besides its connection. */
 export interface HandlerContext<O> {
   /** The server's `handlerOptions`, as given (a structured clone off the main thread). */

@@ -43,7 +43,7 @@ export interface Script extends AsyncDisposable {
 export function startScript(
   script: string,
   args: string[],
-  options: { permissions?: string[]; waitForListening?: boolean; timeoutMs?: number } = {},
+  options: { permissions?: readonly string[]; waitForListening?: boolean; timeoutMs?: number } = {},
 ): Promise<Script> {
   return startCommand(
     Deno.execPath(),
@@ -158,7 +158,7 @@ export async function startCommand(
 export async function runScript(
   script: string,
   args: string[],
-  options: { permissions?: string[]; stdin?: Uint8Array } = {},
+  options: { permissions?: readonly string[]; stdin?: Uint8Array } = {},
 ): Promise<{ code: number; stdout: Uint8Array; stderr: string }> {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "--quiet", ...(options.permissions ?? ["--allow-net"]), script, ...args],

@@ -4,15 +4,9 @@
  */
 
 import assert from "node:assert/strict";
-import { type Mode, MODES } from "../lib/concurrency.ts";
+import { MODE_PERMISSIONS, MODES } from "../lib/concurrency.ts";
 import { writeAll } from "../lib/net.ts";
 import { haveCommand, readAll, runScript, startScript } from "./helpers.ts";
-
-const PERMISSIONS: Record<Mode, string[]> = {
-  async: ["--allow-net"],
-  worker: ["--allow-net", "--allow-read=."],
-  process: ["--allow-net", "--allow-read=.", "--allow-run"],
-};
 
 for (const mode of MODES) {
   Deno.test({
@@ -21,7 +15,7 @@ for (const mode of MODES) {
     ignore: !haveCommand("nc"),
     async fn() {
       await using server = await startScript("echo_server.ts", ["--port", "0", "--mode", mode], {
-        permissions: PERMISSIONS[mode],
+        permissions: MODE_PERMISSIONS[mode],
       });
       const nc = await new Deno.Command("sh", {
         args: ["-c", `echo "Foobar" | nc localhost ${server.port} -q 1`],

@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { startEchoServer } from "../echo_server.ts";
-import { type Mode, MODES, serveConnections } from "../lib/concurrency.ts";
+import { type Mode, MODE_PERMISSIONS, MODES, serveConnections } from "../lib/concurrency.ts";
 import { writeAll } from "../lib/net.ts";
 import {
   childrenOf,
@@ -166,18 +166,12 @@ for (const mode of ["worker", "process"] as const) {
   });
 }
 
-const PERMISSIONS: Record<Mode, string[]> = {
-  async: ["--allow-net"],
-  worker: ["--allow-net", "--allow-read=."],
-  process: ["--allow-net", "--allow-read=.", "--allow-run"],
-};
-
 for (const mode of MODES) {
   Deno.test(`echo_server.ts --mode ${mode}: file descriptors level off over 300 connections`, async () => {
     await using script = await startScript(
       "echo_server.ts",
       ["--port", "0", "--mode", mode, "--quiet", "--workers", "2"],
-      { permissions: PERMISSIONS[mode] },
+      { permissions: MODE_PERMISSIONS[mode] },
     );
     const fds = () => {
       const pids = [script.process.pid, ...childrenOf(script.process.pid)];

@@ -8,7 +8,7 @@
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { type Mode, MODES } from "../lib/concurrency.ts";
+import { MODE_PERMISSIONS, MODES } from "../lib/concurrency.ts";
 import { closeQuietly, listenOn, READ_BUFFER_BYTES, writeAll } from "../lib/net.ts";
 import { startOrigin } from "../lib/origin.ts";
 import { startProxyServer } from "../proxy_server.ts";
@@ -29,13 +29,6 @@ import {
 const MIB = 1024 * 1024;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-/** Deno permissions each mode needs when run as a script. */
-const PERMISSIONS: Record<Mode, string[]> = {
-  async: ["--allow-net"],
-  worker: ["--allow-net", "--allow-read=."],
-  process: ["--allow-net", "--allow-read=.", "--allow-run"],
-};
-
 /** A GET as the lab's client sends it: HTTP/1.0, so the origin closes after the reply. */
 function getRequest(path: string): Uint8Array {
   return encoder.encode(`GET ${path} HTTP/1.0\r\nHost: www.google.com\r\n\r\n`);
@@ -403,7 +396,7 @@ for (const mode of MODES) {
     await using script = await startScript(
       "proxy_server.ts",
       ["--port", "0", "--mode", mode, "--quiet", "--upstream", `127.0.0.1:${origin.port}`],
-      { permissions: PERMISSIONS[mode] },
+      { permissions: MODE_PERMISSIONS[mode] },
     );
     const pid = script.process.pid;
     const idle = treeRss(pid);
@@ -447,7 +440,7 @@ for (const mode of MODES) {
     await using script = await startScript(
       "proxy_server.ts",
       ["--port", "0", "--mode", mode, "--quiet", "--upstream", `127.0.0.1:${origin.addr.port}`],
-      { permissions: PERMISSIONS[mode] },
+      { permissions: MODE_PERMISSIONS[mode] },
     );
     const pid = script.process.pid;
     const fds = () => [pid, ...childrenOf(pid)].reduce((sum, p) => sum + countFds(p), 0);
