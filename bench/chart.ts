@@ -17,7 +17,14 @@
 
 import type { Results } from "./bench.ts";
 import { PROXY_CASES } from "./proxy_part.ts";
-import { formatGoal, formatMeasured, formatNumber, formatRatio, ratio } from "./report.ts";
+import {
+  formatGoal,
+  formatMeasured,
+  formatNumber,
+  formatRatio,
+  numberAt,
+  ratio,
+} from "./report.ts";
 
 /** One bar: a ratio, the words beside it, and whether it is one of ours. */
 interface Bar {
@@ -111,16 +118,6 @@ function proxyGroups(results: Results): Group[] {
       }),
     };
   });
-}
-
-/** A number at a dotted path in some JSON, or null. */
-function numberAt(data: unknown, path: string): number | null {
-  let value = data;
-  for (const key of path.split(".")) {
-    if (typeof value !== "object" || value === null) return null;
-    value = (value as Record<string, unknown>)[key];
-  }
-  return typeof value === "number" && Number.isFinite(value) ? value : null;
 }
 
 function p2pGroups(results: Results): Group[] {

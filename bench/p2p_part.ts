@@ -14,7 +14,7 @@
  */
 
 import { errorMessage } from "../lib/cli.ts";
-import { formatNumber, type Target, target, textTable } from "./report.ts";
+import { formatNumber, numberAt, type Target, target, textTable } from "./report.ts";
 import { ROOT, runTool } from "./servers.ts";
 
 /** The P2P scripts, by the key their JSON gets in results.json. */
@@ -92,16 +92,6 @@ function parseJson(out: string): Record<string, unknown> {
     if (!last) throw new Error("printed no JSON object");
     return JSON.parse(last);
   }
-}
-
-/** A number at a dotted path in some JSON, or null. */
-function numberAt(data: unknown, path: string): number | null {
-  let value = data;
-  for (const key of path.split(".")) {
-    if (typeof value !== "object" || value === null) return null;
-    value = (value as Record<string, unknown>)[key];
-  }
-  return typeof value === "number" && Number.isFinite(value) ? value : null;
 }
 
 /** The goals of issue 4, read from the figures the two scripts printed. */

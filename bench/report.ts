@@ -125,3 +125,13 @@ export function round(n: number | null | undefined): number | null {
   if (Math.abs(n) >= 10) return Math.round(n * 100) / 100;
   return Number(n.toPrecision(3));
 }
+
+/** A number at a dotted path in some JSON, or null. */
+export function numberAt(data: unknown, path: string): number | null {
+  let value = data;
+  for (const key of path.split(".")) {
+    if (typeof value !== "object" || value === null) return null;
+    value = (value as Record<string, unknown>)[key];
+  }
+  return typeof value === "number" && Number.isFinite(value) ? value : null;
+}
