@@ -155,3 +155,33 @@ export async function withTimeout<T>(promise: Promise<T>, ms: number, what: stri
     clearTimeout(timer);
   }
 }
+
+/** Open file descriptors of a process and its direct children together (Linux). */
+export function treeFds(pid: number): number {
+  return [pid, ...childrenOf(pid)].reduce((sum, p) => sum + countFds(p), 0);
+}
+
+/**
+ * Serves 300 connections, 25 at a time, through `connectOnce`, and checks
+ * that the server's file descriptors (its children's included) after the
+ * last 200 are no more than after the first 100: nothing leaks per connection.
+ */
+export async function assertFdsLevelOff(
+  pid: number,
+  connectOnce: () => Promise<void>,
+): Promise<void> {
+  const round = async (count: number) => {
+    for (let i = 0; i < count; i += 25) {
+      await Promise.all(Array.from({ length: 25 }, connectOnce));
+    }
+  };
+  await round(100);
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  const after100 = treeFds(pid);
+  await round(200);
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  const after300 = treeFds(pid);
+  if (after300 > after100 + 4) {
+    throw new Error(`file descriptors grew from ${after100} to ${after300} over 200 connections`);
+  }
+}

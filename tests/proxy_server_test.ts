@@ -13,8 +13,8 @@ import { closeQuietly, listenOn, READ_BUFFER_BYTES, writeAll } from "../lib/net.
 import { startOrigin } from "../lib/origin.ts";
 import { startProxyServer } from "../proxy_server.ts";
 import {
+  assertFdsLevelOff,
   childrenOf,
-  countFds,
   exchange,
   haveCommand,
   randomBytes,
@@ -442,25 +442,10 @@ for (const mode of MODES) {
       ["--port", "0", "--mode", mode, "--quiet", "--upstream", `127.0.0.1:${origin.addr.port}`],
       { permissions: MODE_PERMISSIONS[mode] },
     );
-    const pid = script.process.pid;
-    const fds = () => [pid, ...childrenOf(pid)].reduce((sum, p) => sum + countFds(p), 0);
-    const round = async (count: number) => {
-      for (let i = 0; i < count; i += 25) {
-        const replies = await Promise.all(
-          Array.from({ length: 25 }, () => exchange(script.port, getRequest("/"))),
-        );
-        for (const reply of replies) {
-          assert.equal(parseResponse(reply.received).status, "HTTP/1.0 200 OK");
-        }
-      }
-    };
-    await round(100);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    const after100 = fds();
-    await round(200);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    const after300 = fds();
-    assert.ok(after300 <= after100 + 4, `fds grew from ${after100} to ${after300}`);
+    await assertFdsLevelOff(script.process.pid, async () => {
+      const reply = await exchange(script.port, getRequest("/"));
+      assert.equal(parseResponse(reply.received).status, "HTTP/1.0 200 OK");
+    });
     assert.equal(origin.requests(), 300);
   });
 }
