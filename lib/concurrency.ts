@@ -479,6 +479,13 @@ function childFactory(permissions: string[]): GuestFactory {
       stderr: "inherit",
     }).spawn();
     const writer = child.stdin.getWriter();
+    const kill = () => {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // Gone already.
+      }
+    };
     let broken = false;
     const exited = (async () => {
       let why: string | null = null;
@@ -496,11 +503,7 @@ function childFactory(permissions: string[]): GuestFactory {
       } catch (err) {
         why = `bad output from child: ${(err as Error).message}`;
         await reader.cancel().catch(() => {});
-        try {
-          child.kill("SIGKILL");
-        } catch {
-          // Gone already.
-        }
+        kill();
       }
       const status = await child.status;
       // Release our end of its stdin too (a no-op when stop() closed it).
@@ -520,13 +523,7 @@ function childFactory(permissions: string[]): GuestFactory {
       stop() {
         // Closing stdin tells the child to finish; a stuck one is killed.
         writer.close().catch(() => {});
-        const timer = setTimeout(() => {
-          try {
-            child.kill("SIGKILL");
-          } catch {
-            // Gone already.
-          }
-        }, GUEST_STOP_GRACE_MS);
+        const timer = setTimeout(kill, GUEST_STOP_GRACE_MS);
         exited.finally(() => clearTimeout(timer));
       },
     };

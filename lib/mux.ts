@@ -21,7 +21,7 @@
  * @module
  */
 
-import { type Connection, writeAll } from "./net.ts";
+import { closeQuietly, type Connection, writeAll } from "./net.ts";
 
 /** Unacknowledged bytes allowed per connection and direction. */
 export const WINDOW_BYTES = 1024 * 1024;
@@ -256,11 +256,7 @@ export class HostConn {
   finish(): void {
     if (this.#finished) return;
     this.#finished = true;
-    try {
-      this.conn.close();
-    } catch {
-      // Already closed by the peer's reset: nothing left to release.
-    }
+    closeQuietly(this.conn);
     this.#wake();
     this.#resolveDone();
   }
