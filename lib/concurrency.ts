@@ -30,6 +30,7 @@
  */
 
 import { CliError } from "./cli.ts";
+import { type ConnectionHandler, loadHandler, runHandler } from "./handler.ts";
 import { type Log, printLog } from "./log.ts";
 import {
   encodeFrame,
@@ -40,7 +41,7 @@ import {
   type HostMessage,
   type Link,
 } from "./mux.ts";
-import { closeQuietly, type Connection, formatAddr, listenOn } from "./net.ts";
+import { closeQuietly, formatAddr, listenOn } from "./net.ts";
 
 export type { HandlerRef } from "./mux.ts";
 
@@ -61,22 +62,7 @@ export const MODE_PERMISSIONS: Readonly<Record<Mode, readonly string[]>> = {
   process: ["--allow-net", "--allow-read=.", "--allow-run"],
 };
 
-/** What a handler gets besides its connection. */
-export interface HandlerContext<O> {
-  /** The server's `handlerOptions`, as given (a structured clone off the main thread). */
-  options: O;
-  /** Prints a line through the server's log, from any mode. */
-  log: Log;
-}
-
-/**
- * Serves one connection. It is the same function in every mode; it must not
- * assume anything about the thread or process it runs in.
- */
-export type ConnectionHandler<O> = (
-  conn: Connection,
-  context: HandlerContext<O>,
-) => Promise<void>;
+export type { ConnectionHandler, HandlerContext } from "./handler.ts";
 
 /**
  * What every server script lets its caller choose: where to listen, where
@@ -240,18 +226,10 @@ class InlineRunner<O> implements Runner {
 
   async serve(conn: Deno.TcpConn): Promise<void> {
     this.#live.add(conn);
-    try {
-      await this.#handler!(conn, { options: this.options.handlerOptions, log: this.log });
-    } catch (err) {
-      if (!this.#stopping) {
-        this.log(
-          `handler failed for ${formatAddr(conn.remoteAddr)}: ${(err as Error)?.message ?? err}`,
-        );
-      }
-    } finally {
-      this.#live.delete(conn);
-      closeQuietly(conn);
-    }
+    const context = { options: this.options.handlerOptions, log: this.log };
+    // While stopping, handlers fail on the connections closed under them: no news.
+    await runHandler(this.#handler!, conn, context, () => !this.#stopping);
+    this.#live.delete(conn);
   }
 
   stop(): Promise<void> {
@@ -263,15 +241,6 @@ class InlineRunner<O> implements Runner {
   pids(): number[] {
     return [];
   }
-}
-
-async function loadHandler<O>(ref: HandlerRef): Promise<ConnectionHandler<O>> {
-  const module = await import(ref.module);
-  const handler = module[ref.name];
-  if (typeof handler !== "function") {
-    throw new TypeError(`${ref.module} exports no function "${ref.name}"`);
-  }
-  return handler;
 }
 
 // ---------------------------------------------------------------------------

@@ -7,8 +7,7 @@
  * @module
  */
 
-import type { ConnectionHandler } from "./concurrency.ts";
-import { formatAddr } from "./net.ts";
+import { type ConnectionHandler, loadHandler, runHandler } from "./handler.ts";
 import { type GuestMessage, type HostMessage, type Link, RemoteConn } from "./mux.ts";
 
 /**
@@ -22,25 +21,13 @@ export function startGuest(link: Link<GuestMessage>): (message: HostMessage) => 
   const log = (line: string) => link.send({ t: "log", line });
 
   async function run(conn: RemoteConn): Promise<void> {
-    try {
-      await handler!(conn, { options, log });
-    } catch (err) {
-      log(`handler failed for ${formatAddr(conn.remoteAddr)}: ${(err as Error)?.message ?? err}`);
-    } finally {
-      conn.close();
-      conns.delete(conn.id);
-    }
+    await runHandler(handler!, conn, { options, log });
+    conns.delete(conn.id);
   }
 
   return async (message) => {
     if (message.t === "init") {
-      const module = await import(message.handler.module);
-      handler = module[message.handler.name];
-      if (typeof handler !== "function") {
-        throw new TypeError(
-          `${message.handler.module} exports no function "${message.handler.name}"`,
-        );
-      }
+      handler = await loadHandler(message.handler);
       options = message.options;
       link.send({ t: "ready" });
     } else if (message.t === "open") {
