@@ -171,7 +171,7 @@ conn.localAddr our own end: together the socket pair that names this connection.
       answer(
         "Question 3: how do we let the OS reuse the port?",
         `Python needs setsockopt(SOL_SOCKET, SO_REUSEADDR, 1). Deno.listen() sets SO_REUSEADDR
-itself on Linux and macOS, so a restarted server binds again at once, as shown above.
+itself (checked here on Linux), so a restarted server binds again at once, as shown above.
 (reusePort: true, for SO_REUSEPORT, is a different option and still needs --unstable-net.)`,
       );
     },
