@@ -47,6 +47,7 @@ interface Group {
 
 const WIDTH = 980; // px, the whole drawing
 const LABEL_WIDTH = 250; // px, left column with server names
+const TEXT_PX_PER_CHAR = 6.5; // px, rough width of one 12px character, to keep figures on the page
 const BAR_AREA = 470; // px, the longest bar
 const ROW = 22; // px per bar
 const BAR = 14; // px, bar thickness
@@ -230,10 +231,13 @@ export function drawChart(results: Results): string {
           w.toFixed(1)
         }" height="${BAR}" rx="2"/>`,
       );
+      // A figure that would run past the right edge goes inside the end of its bar.
+      const inside = x0 + w + 6 + bar.text.length * TEXT_PX_PER_CHAR > WIDTH - MARGIN;
+      const textX = inside ? x0 + w - 6 : x0 + w + 6;
       parts.push(
-        `<text class="value" x="${(x0 + w + 6).toFixed(1)}" y="${rowY + BAR - 2}">${
-          escapeXml(bar.text)
-        }</text>`,
+        `<text class="${inside ? "value inside" : "value"}" x="${textX.toFixed(1)}" y="${
+          rowY + BAR - 2
+        }"${inside ? ' text-anchor="end"' : ""}>${escapeXml(bar.text)}</text>`,
       );
     }
     y += height;
@@ -256,6 +260,7 @@ export function drawChart(results: Results): string {
   .label, .value { font-size: 12px; }
   .value { paint-order: stroke; stroke: #ffffff; stroke-width: 3px; stroke-linejoin: round; }
   .note { font-size: 11px; fill: #59636e; }
+  text.inside { fill: #ffffff; stroke: none; }
   .ours { fill: #0969da; }
   .reference { fill: #8c959f; }
   .missed { fill: #bc4c00; }
@@ -264,6 +269,7 @@ export function drawChart(results: Results): string {
     .bg { fill: #0d1117; stroke: #30363d; }
     text { fill: #e6edf3; }
     .value { stroke: #0d1117; }
+    text.inside { fill: #ffffff; stroke: none; }
     .note { fill: #9198a1; }
     .ours { fill: #4493f8; }
     .reference { fill: #6e7681; }
