@@ -63,7 +63,10 @@ export function parseCli(
       strict: true,
     });
   } catch (err) {
-    throw new UsageError(firstLine(errorMessage(err)));
+    // parseArgs adds advice about "--" to positional-taking scripts; the first sentence says it all.
+    throw new UsageError(
+      firstLine(errorMessage(err)).replace(/\. To specify a positional.*$/, "."),
+    );
   }
   if (parsed.values.help) {
     console.log(usage);
