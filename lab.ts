@@ -93,8 +93,11 @@ after its request (closeWrite), the server replies and closes, and the null ends
     async run() {
       command("deno run --allow-net echo_server.ts --port 0   # the lab uses 8001");
       await using server = await startScript("echo_server.ts", ["--port", "0"]);
+      // The handout's check sends "Foobar" and a newline (echo adds it); our fallback sends it as is.
+      let sent: string;
       let echoed: string;
       if (haveCommand("nc")) {
+        sent = "Foobar\n";
         command(`echo "Foobar" | nc localhost ${server.port} -q 1`);
         const nc = await new Deno.Command("sh", {
           args: ["-c", `echo "Foobar" | nc localhost ${server.port} -q 1`],
@@ -103,22 +106,16 @@ after its request (closeWrite), the server replies and closes, and the null ends
         }).output();
         echoed = new TextDecoder().decode(nc.stdout);
       } else {
+        sent = "Foobar";
         say(dim("  (nc is not installed: using client.ts --message instead)"));
-        const args = [
-          "--host",
-          "127.0.0.1",
-          "--port",
-          String(server.port),
-          "--message",
-          "Foobar\n",
-        ];
-        command(`deno run --allow-net client.ts ${args.join(" ")}`);
+        const args = ["--host", "127.0.0.1", "--port", String(server.port), "--message", sent];
+        command(`deno run --allow-net client.ts ${args.slice(0, -1).join(" ")} "${sent}"`);
         echoed = new TextDecoder().decode((await runScript("client.ts", args)).stdout);
       }
       output(echoed);
       check(
-        echoed === "Foobar\n",
-        `the echo server answered ${JSON.stringify(echoed)}, not "Foobar\\n"`,
+        echoed === sent,
+        `the echo server answered ${JSON.stringify(echoed)}, not ${JSON.stringify(sent)}`,
       );
       await server.waitFor(/^Closed /);
       say("  the server printed:");
