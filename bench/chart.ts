@@ -48,7 +48,7 @@ interface Group {
 const WIDTH = 980; // px, the whole drawing
 const LABEL_WIDTH = 250; // px, left column with server names
 const TEXT_PX_PER_CHAR = 6.5; // px, rough width of one 12px character, to keep figures on the page
-const BAR_AREA = 470; // px, the longest bar
+const BAR_AREA = 400; // px, the longest bar (its figures need room to its right)
 const ROW = 22; // px per bar
 const BAR = 14; // px, bar thickness
 const GROUP_GAP = 40; // px above each group's bars (its title lives there)
