@@ -179,6 +179,9 @@ export async function serveConnections<O>(options: ServeOptions<O>): Promise<Con
         conn.close();
         continue;
       }
+      // Small replies go out at once instead of waiting for an ACK (Nagle's algorithm, which
+      // with delayed ACKs held request/response traffic up to 40 ms here).
+      conn.setNoDelay(true);
       stats.accepted++;
       stats.active++;
       const job = runner.serve(conn).finally(() => {

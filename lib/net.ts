@@ -166,7 +166,7 @@ export function describeConnectError(
 }
 
 /**
- * Connects with a time limit. Failures become a {@linkcode CliError} whose
+ * Connects with a time limit, with TCP_NODELAY on. Failures become a {@linkcode CliError} whose
  * message names the host and says what went wrong in plain words.
  */
 export async function connectTo(
@@ -180,7 +180,10 @@ export async function connectTo(
     timeoutSeconds * 1000,
   );
   try {
-    return await Deno.connect({ hostname, port, signal: abort.signal });
+    const conn = await Deno.connect({ hostname, port, signal: abort.signal });
+    // As on accepted connections: no Nagle delay for small writes (see lib/concurrency.ts).
+    conn.setNoDelay(true);
+    return conn;
   } catch (err) {
     const reason = abort.signal.aborted
       ? `connection to ${formatAddr({ hostname, port })} timed out after ${timeoutSeconds} s`
