@@ -304,11 +304,17 @@ export class HostConn {
     if (this.#writing || this.#finished) return;
     this.#writing = true;
     try {
+      let written = 0; // bytes written to the socket and not yet acknowledged to the guest
       while (!this.#finished) {
         const chunk = this.#outbox.shift();
         if (chunk) {
           await writeAll(this.conn, chunk);
-          this.link.send({ t: "ack", id: this.id, n: chunk.length });
+          written += chunk.length;
+          // One acknowledgement per batch, or whenever the guest may be waiting for room.
+          if (written >= ACK_BATCH_BYTES || this.#outbox.length === 0) {
+            this.link.send({ t: "ack", id: this.id, n: written });
+            written = 0;
+          }
         } else if (this.#guestEof && !this.#wroteEof) {
           this.#wroteEof = true;
           await this.conn.closeWrite();
