@@ -14,6 +14,7 @@ import { CliError, parseCli, parseCount, runMain, UsageError } from "./lib/cli.t
 import { MODE_PERMISSIONS, MODES } from "./lib/concurrency.ts";
 import { READ_BUFFER_BYTES, writeAll } from "./lib/net.ts";
 import { startOrigin } from "./lib/origin.ts";
+import { peerPermissions } from "./p2p/peer.ts";
 import { haveCommand, runScript, type Script, startScript } from "./lib/scripts.ts";
 
 const USAGE = `usage: deno task lab [--step N]
@@ -278,7 +279,7 @@ flows back. It never reads faster than the other side takes the bytes.`,
           const dir = await Deno.makeTempDir({ prefix: `lab_peer_${"ABC"[i]}_` });
           dirs.push(dir);
           await Deno.writeTextFile(`${dir}/${name}`, text);
-          const perms = ["--allow-net", `--allow-read=${dir},.`, `--allow-write=${dir}`];
+          const perms = peerPermissions(dir, "async");
           const args = [
             "127.0.0.1",
             String(tracker.port),

@@ -26,7 +26,7 @@ import { type Mode, MODES } from "../lib/concurrency.ts";
 import { LineReader } from "../lib/lines.ts";
 import { copy, writeAll } from "../lib/net.ts";
 import { type Script, startScript } from "../lib/scripts.ts";
-import { PARALLEL_DOWNLOADS } from "../p2p/peer.ts";
+import { PARALLEL_DOWNLOADS, peerPermissions } from "../p2p/peer.ts";
 
 const MIB = 1024 * 1024;
 /** Targets from the issue. */
@@ -226,12 +226,7 @@ async function p2pRun(
       mode,
       "--quiet",
     ], {
-      permissions: [
-        "--allow-net",
-        `--allow-read=${dir},.`,
-        `--allow-write=${dir}`,
-        ...(mode === "process" ? ["--allow-run"] : []),
-      ],
+      permissions: peerPermissions(dir, mode),
       timeoutMs: 120_000,
     });
   await using sender: Script = await peer(from);

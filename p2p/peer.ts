@@ -229,6 +229,25 @@ async function lingerUntilClosed(conn: Connection): Promise<void> {
 // ---------------------------------------------------------------------------
 // Peer to tracker: the sync loop.
 
+/**
+ * The `deno run` permission flags `p2p/peer.ts` needs to share `dir` in a
+ * mode, run from the project folder: the folder to read and write, the code
+ * to read (Workers and children load it), and `--allow-run` for children.
+ *
+ * @example
+ * ```ts
+ * peerPermissions("share", "async"); // ["--allow-net", "--allow-read=share,.", "--allow-write=share"]
+ * ```
+ */
+export function peerPermissions(dir: string, mode: Mode): string[] {
+  return [
+    "--allow-net",
+    `--allow-read=${dir},.`,
+    `--allow-write=${dir}`,
+    ...(mode === "process" ? ["--allow-run"] : []),
+  ];
+}
+
 /** Options for {@linkcode startPeer}. */
 export interface PeerOptions {
   /** The folder to share and fill. */

@@ -8,6 +8,7 @@
 
 import { createHash } from "node:crypto";
 import type { Mode } from "../lib/concurrency.ts";
+import { peerPermissions } from "../p2p/peer.ts";
 import { type Script, startScript, waitUntil } from "./helpers.ts";
 
 /** The one `waitUntil` of the tests (`tests/helpers.ts`), for tests that import it from here. */
@@ -138,12 +139,7 @@ export function startPeerScript(
   options: { mode?: Mode; interval?: number; args?: string[] } = {},
 ): Promise<Script> {
   const mode = options.mode ?? "async";
-  const permissions = [
-    "--allow-net",
-    `--allow-read=${dir},.`,
-    `--allow-write=${dir}`,
-    ...(mode === "process" ? ["--allow-run"] : []),
-  ];
+  const permissions = peerPermissions(dir, mode);
   return startScript(
     "p2p/peer.ts",
     [
