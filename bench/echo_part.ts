@@ -21,7 +21,7 @@ import {
   target,
   textTable,
 } from "./report.ts";
-import { freePort, RssSampler, type RunningServer, runTool, spawnServer } from "./servers.ts";
+import { RssSampler, type RunningServer, runTool, socatFork, spawnServer } from "./servers.ts";
 
 /** How much load each test puts on a server. */
 export interface EchoSettings {
@@ -140,19 +140,8 @@ function specs(tools: Tools, missing: string[]): Spec[] {
     });
   } else missing.push("python3");
   if (tools.socat) {
-    const port = freePort();
-    list.push({
-      id: "socat",
-      label: "socat fork",
-      ours: false,
-      // PIPE with no file name is socat's own echo (socat 1.8 calls it PIPES).
-      command: [
-        tools.socat,
-        `TCP-LISTEN:${port},bind=127.0.0.1,fork,reuseaddr,backlog=1024`,
-        "PIPE",
-      ],
-      knownPort: port,
-    });
+    // PIPE with no file name is socat's own echo (socat 1.8 calls it PIPES).
+    list.push({ id: "socat", label: "socat fork", ours: false, ...socatFork(tools.socat, "PIPE") });
   } else missing.push("socat");
   // Our server, exactly as a student runs it, with the narrowest permissions of each mode.
   for (const [mode, perms] of Object.entries(MODE_PERMISSIONS)) {

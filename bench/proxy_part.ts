@@ -19,7 +19,7 @@ import {
   target,
   textTable,
 } from "./report.ts";
-import { freePort, RssSampler, type RunningServer, runTool, spawnServer } from "./servers.ts";
+import { RssSampler, type RunningServer, runTool, socatFork, spawnServer } from "./servers.ts";
 
 /** How hard and how long wrk drives each relay. */
 export interface ProxySettings {
@@ -161,17 +161,11 @@ function specs(tools: Tools, origin: string, missing: string[]): Spec[] {
     });
   } else missing.push("node");
   if (tools.socat) {
-    const port = freePort();
     list.push({
       id: "socat",
       label: "socat fork",
       ours: false,
-      command: [
-        tools.socat,
-        `TCP-LISTEN:${port},bind=127.0.0.1,fork,reuseaddr,backlog=1024`,
-        `TCP:${origin}`,
-      ],
-      knownPort: port,
+      ...socatFork(tools.socat, `TCP:${origin}`),
     });
   } else missing.push("socat");
   const ready = exists("proxy_server.ts");

@@ -16,7 +16,7 @@
  * @module
  */
 
-import { projectPath, startCommand } from "../lib/scripts.ts";
+import { freePort, projectPath, startCommand } from "../lib/scripts.ts";
 
 /** The project's root folder, with a trailing slash: every command runs from there. */
 export const ROOT = projectPath(".");
@@ -113,12 +113,17 @@ export async function runTool(command: string[]): Promise<ToolRun> {
   return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
 }
 
-/** A port that was free a moment ago, for servers that cannot pick their own (socat). */
-export function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
+/**
+ * socat as a forking TCP server on a port of its own choosing: `fork`,
+ * `reuseaddr`, a listen backlog of 1,024, and `target` as the other address
+ * (`PIPE` for an echo, `TCP:HOST:PORT` for a relay).
+ */
+export function socatFork(socat: string, target: string): { command: string[]; knownPort: number } {
+  const port = freePort();
+  return {
+    command: [socat, `TCP-LISTEN:${port},bind=127.0.0.1,fork,reuseaddr,backlog=1024`, target],
+    knownPort: port,
+  };
 }
 
 /** Whether something accepts connections on `port`. */

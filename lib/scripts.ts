@@ -198,3 +198,15 @@ export function haveCommand(name: string): boolean {
     return false;
   }
 }
+
+/**
+ * A loopback port that was free a moment ago, for a program that must be
+ * told its port (socat, or a server restarted on the same port). Another
+ * process could take it in between; callers that can, should bind port 0.
+ */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}

@@ -119,14 +119,6 @@ export async function waitForSameFolders(
   return last[0];
 }
 
-/** A port that was free a moment ago (for a tracker that must come back on the same port). */
-export function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
-
 /** Starts `p2p/tracker.ts` on loopback (port 0 unless given), status page on any port. */
 export function startTrackerScript(args: string[] = [], port = 0): Promise<Script> {
   return startScript("p2p/tracker.ts", ["--port", String(port), "--http-port", "0", ...args]);
@@ -168,3 +160,5 @@ export function peakRssBytes(pid: number): number {
   const status = Deno.readTextFileSync(`/proc/${pid}/status`);
   return Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0) * 1024;
 }
+
+export { freePort } from "../lib/scripts.ts";
