@@ -10,7 +10,7 @@
  */
 
 import { errorMessage } from "../lib/cli.ts";
-import { MODE_PERMISSIONS } from "../lib/concurrency.ts";
+import { MODES } from "../lib/concurrency.ts";
 import type { EchoLoadResult, EchoTest } from "./echo_load.ts";
 import {
   formatNumber,
@@ -21,7 +21,14 @@ import {
   target,
   textTable,
 } from "./report.ts";
-import { RssSampler, type RunningServer, runTool, socatFork, spawnServer } from "./servers.ts";
+import {
+  ourServerCommand,
+  RssSampler,
+  type RunningServer,
+  runTool,
+  socatFork,
+  spawnServer,
+} from "./servers.ts";
 
 /** How much load each test puts on a server. */
 export interface EchoSettings {
@@ -144,22 +151,12 @@ function specs(tools: Tools, missing: string[]): Spec[] {
     list.push({ id: "socat", label: "socat fork", ours: false, ...socatFork(tools.socat, "PIPE") });
   } else missing.push("socat");
   // Our server, exactly as a student runs it, with the narrowest permissions of each mode.
-  for (const [mode, perms] of Object.entries(MODE_PERMISSIONS)) {
+  for (const mode of MODES) {
     list.push({
       id: mode,
       label: `ours: ${mode}`,
       ours: true,
-      command: [
-        Deno.execPath(),
-        "run",
-        ...perms,
-        "echo_server.ts",
-        "--port",
-        "0",
-        "--mode",
-        mode,
-        "--quiet",
-      ],
+      command: ourServerCommand("echo_server.ts", mode),
     });
   }
   return list;

@@ -8,7 +8,7 @@
  */
 
 import { errorMessage } from "../lib/cli.ts";
-import { MODE_PERMISSIONS } from "../lib/concurrency.ts";
+import { MODES } from "../lib/concurrency.ts";
 import type { Tools } from "./echo_part.ts";
 import {
   formatNumber,
@@ -19,7 +19,14 @@ import {
   target,
   textTable,
 } from "./report.ts";
-import { RssSampler, type RunningServer, runTool, socatFork, spawnServer } from "./servers.ts";
+import {
+  ourServerCommand,
+  RssSampler,
+  type RunningServer,
+  runTool,
+  socatFork,
+  spawnServer,
+} from "./servers.ts";
 
 /** How hard and how long wrk drives each relay. */
 export interface ProxySettings {
@@ -169,24 +176,12 @@ function specs(tools: Tools, origin: string, missing: string[]): Spec[] {
     });
   } else missing.push("socat");
   const ready = exists("proxy_server.ts");
-  for (const [mode, perms] of Object.entries(MODE_PERMISSIONS)) {
+  for (const mode of MODES) {
     list.push({
       id: mode,
       label: `ours: ${mode}`,
       ours: true,
-      command: [
-        Deno.execPath(),
-        "run",
-        ...perms,
-        "proxy_server.ts",
-        "--port",
-        "0",
-        "--upstream",
-        origin,
-        "--mode",
-        mode,
-        "--quiet",
-      ],
+      command: ourServerCommand("proxy_server.ts", mode, ["--upstream", origin]),
       unavailable: ready ? undefined : "proxy_server.ts is not yet available",
     });
   }

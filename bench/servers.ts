@@ -16,6 +16,7 @@
  * @module
  */
 
+import { type Mode, MODE_PERMISSIONS } from "../lib/concurrency.ts";
 import { freePort, projectPath, startCommand } from "../lib/scripts.ts";
 
 /** The project's root folder, with a trailing slash: every command runs from there. */
@@ -111,6 +112,25 @@ export async function runTool(command: string[]): Promise<ToolRun> {
   }).output();
   const decoder = new TextDecoder();
   return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+}
+
+/**
+ * The command that starts one of our server scripts under test: as a student
+ * runs it, with the narrowest permissions of `mode`, on a free port, quiet.
+ */
+export function ourServerCommand(script: string, mode: Mode, args: string[] = []): string[] {
+  return [
+    Deno.execPath(),
+    "run",
+    ...MODE_PERMISSIONS[mode],
+    script,
+    "--port",
+    "0",
+    ...args,
+    "--mode",
+    mode,
+    "--quiet",
+  ];
 }
 
 /**
