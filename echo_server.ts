@@ -67,7 +67,7 @@ export async function echoHandler(
       const n = await conn.read(buffer);
       if (n === null) break;
       const chunk = buffer.subarray(0, n);
-      if (echoed < PREVIEW_BUDGET_BYTES) {
+      if (!options.quiet && echoed < PREVIEW_BUDGET_BYTES) {
         say(`${who} sent ${n} B: ${preview(chunk)}`);
         if (echoed + n >= PREVIEW_BUDGET_BYTES) {
           say(`${who}: further data is echoed without a preview`);
