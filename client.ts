@@ -18,13 +18,20 @@
 import {
   CliError,
   parseCli,
+  parseHost,
   parseHttpPath,
   parseSeconds,
   parseTargetPort,
   runMain,
 } from "./lib/cli.ts";
 import { elapsedMs, formatBytes } from "./lib/log.ts";
-import { connectTo, formatAddr, READ_BUFFER_BYTES, writeAll, type Writer } from "./lib/net.ts";
+import {
+  describeConnectError,
+  formatAddr,
+  READ_BUFFER_BYTES,
+  writeAll,
+  type Writer,
+} from "./lib/net.ts";
 
 /** The lab's default server. */
 const DEFAULT_HOST = "www.google.com";
@@ -92,8 +99,24 @@ export async function fetchPage(options: FetchOptions = {}): Promise<FetchResult
   const info = options.info ?? ((line: string) => console.error(line));
   const started = performance.now();
 
-  // Steps 1-3 of the lab: create a socket and connect (Deno does both in one call).
-  const conn = await connectTo(hostname, port, timeout);
+  // Steps 1-3 of the lab: create a socket and connect (Deno does both in one call). The
+  // abort signal gives up on a server that does not answer within the timeout.
+  const giveUp = new AbortController();
+  const timer = setTimeout(() => giveUp.abort(), timeout * 1000);
+  let conn: Deno.TcpConn;
+  try {
+    conn = await Deno.connect({ hostname, port, transport: "tcp", signal: giveUp.signal });
+  } catch (err) {
+    throw new CliError(
+      giveUp.signal.aborted
+        ? `connection to ${formatAddr({ hostname, port })} timed out after ${timeout} s`
+        : describeConnectError(err, hostname, port),
+    );
+  } finally {
+    clearTimeout(timer);
+  }
+  // Send small writes at once: Deno leaves Nagle's algorithm on by default.
+  conn.setNoDelay(true);
   try {
     const remote = conn.remoteAddr;
     const local = conn.localAddr;
@@ -163,7 +186,7 @@ async function main(): Promise<void> {
     message: { type: "string" },
     timeout: { type: "string", default: "10" },
   });
-  const hostname = values.host as string;
+  const hostname = parseHost(values.host as string, "--host");
   const path = parseHttpPath(values.path as string, "--path");
   try {
     await fetchPage({

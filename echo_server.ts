@@ -11,6 +11,11 @@
  * Lab 2 steps answered: "echo server", "print information about what is
  * connected", "print whatever is sent", and "make it forking" (the modes).
  *
+ * The socket core, top to bottom: {@linkcode startEchoServer} calls
+ * `Deno.listen()` and hands the listener to `serve()`, which accepts each
+ * client and runs {@linkcode echoHandler} on it: `read()` until it returns
+ * `null`, `write()` every chunk back, `closeWrite()`.
+ *
  * @module
  */
 
@@ -18,11 +23,17 @@ import { parseCli, runMain } from "./lib/cli.ts";
 import {
   type ConnectionServer,
   type HandlerContext,
-  serveConnections,
+  serve,
   type ServerOptions,
 } from "./lib/concurrency.ts";
 import { elapsedMs, formatBytes, type Log, preview, silentLog } from "./lib/log.ts";
-import { type Connection, formatAddr, READ_BUFFER_BYTES, writeAll } from "./lib/net.ts";
+import {
+  type Connection,
+  explainListenError,
+  formatAddr,
+  READ_BUFFER_BYTES,
+  writeAll,
+} from "./lib/net.ts";
 import { announceServer, readServerFlags, serverFlags, serverUsage } from "./lib/server_cli.ts";
 
 /** Bytes of each connection shown as previews before the log goes quiet. */
@@ -104,10 +115,26 @@ export type EchoServerOptions = ServerOptions;
  * ```
  */
 export function startEchoServer(options: EchoServerOptions = {}): Promise<ConnectionServer> {
-  return serveConnections<EchoHandlerOptions>({
-    ...options,
-    handler: { module: import.meta.url, name: "echoHandler" },
-    handlerOptions: { quiet: options.quiet ?? false },
+  const hostname = options.hostname ?? "127.0.0.1";
+  const port = options.port ?? 0;
+
+  // The handout's socket(), bind() and listen() are one call in Deno.
+  let listener: Deno.TcpListener;
+  try {
+    listener = Deno.listen({ hostname, port, transport: "tcp" });
+  } catch (err) {
+    throw explainListenError(err, hostname, port);
+  }
+
+  // The handout's `while True: conn, addr = s.accept()`, then echo on conn: serve() runs
+  // that loop (lib/accept.ts) and hands every accepted connection to echoHandler, inline or
+  // in a Worker or child process, depending on the mode.
+  return serve(listener, { module: import.meta.url, name: "echoHandler" }, {
+    handlerOptions: { quiet: options.quiet ?? false } satisfies EchoHandlerOptions,
+    mode: options.mode,
+    poolSize: options.poolSize,
+    maxConns: options.maxConns,
+    log: options.log,
   });
 }
 

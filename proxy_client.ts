@@ -13,6 +13,11 @@
  * against the forking proxy). The reply goes to stdout byte for byte, the
  * summary to stderr, so `proxy_client.ts > page.html` saves the page.
  *
+ * The socket core is the lab client's own (`fetchPage()` in `client.ts`):
+ * `Deno.connect()` to the proxy, `write()` the GET, `closeWrite()`, `read()`
+ * until `null`. Only the address differs, which is the point of a proxy: to
+ * its client it is just another server.
+ *
  * @module
  */
 
@@ -130,7 +135,7 @@ const USAGE = `usage: deno run --allow-net proxy_client.ts [options]
   --proxy HOST:PORT   the proxy to connect to (default 127.0.0.1:8080)
   --host NAME         web server the GET is meant for, sent as its Host header (default www.google.com)
   --path PATH         page to GET (default /)
-  --count N           run N clients at once and print a summary line for each (default 1)
+  --count N           run N clients at once (up to 10000), a summary line for each (default 1)
   --timeout S         seconds to connect and of silence before giving up (default 10)
 With --count 1 the reply goes to stdout byte for byte and a summary to stderr.`;
 
@@ -146,7 +151,9 @@ async function main(): Promise<number> {
   const host = values.host as string;
   const path = parseHttpPath(values.path as string, "--path");
   const timeoutSeconds = parseSeconds(values.timeout as string, "--timeout");
-  const count = parseCount(values.count as string, "--count");
+  // Each client holds a socket, its promise and its buffers: far past this a typo runs the
+  // machine out of file descriptors or memory rather than testing the proxy.
+  const count = parseCount(values.count as string, "--count", 1, 10_000);
   if (!/^[^\s/:]+$/.test(host)) {
     throw new UsageError(`--host must be a bare host name, got "${host}"`);
   }

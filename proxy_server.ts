@@ -15,6 +15,11 @@
  * modes). Unlike a single `recv(1024)`, it copies until the end of the data,
  * so no page is cut short.
  *
+ * The socket core: {@linkcode startProxyServer} calls `Deno.listen()` and
+ * hands the listener to `serve()`, which accepts each client and runs
+ * {@linkcode proxyHandler} on it: `Deno.connect()` to the upstream (in
+ * `connectTo()`), then two copy loops, one per direction.
+ *
  * @module
  */
 
@@ -22,11 +27,17 @@ import { type HostPort, parseCli, parseHostPort, parseSeconds, runMain } from ".
 import {
   type ConnectionServer,
   type HandlerContext,
-  serveConnections,
+  serve,
   type ServerOptions,
 } from "./lib/concurrency.ts";
 import { elapsedMs, formatBytes, preview } from "./lib/log.ts";
-import { closeQuietly, type Connection, connectTo, formatAddr } from "./lib/net.ts";
+import {
+  closeQuietly,
+  type Connection,
+  connectTo,
+  explainListenError,
+  formatAddr,
+} from "./lib/net.ts";
 import { relay } from "./lib/relay.ts";
 import { announceServer, readServerFlags, serverFlags, serverUsage } from "./lib/server_cli.ts";
 
@@ -140,16 +151,31 @@ export interface ProxyServerOptions extends ServerOptions {
  * ```
  */
 export function startProxyServer(options: ProxyServerOptions = {}): Promise<ConnectionServer> {
+  const hostname = options.hostname ?? "127.0.0.1";
+  const port = options.port ?? 0;
   const upstream = options.upstream ?? DEFAULT_UPSTREAM;
-  return serveConnections<ProxyHandlerOptions>({
-    ...options,
-    handler: { module: import.meta.url, name: "proxyHandler" },
+
+  // The server half: socket(), bind() and listen() in one call.
+  let listener: Deno.TcpListener;
+  try {
+    listener = Deno.listen({ hostname, port, transport: "tcp" });
+  } catch (err) {
+    throw explainListenError(err, hostname, port);
+  }
+
+  // Accept each client and run proxyHandler on it (the client half: it connects upstream and
+  // relays), inline or in a Worker or child process, depending on the mode.
+  return serve(listener, { module: import.meta.url, name: "proxyHandler" }, {
     handlerOptions: {
       upstream: { hostname: upstream.hostname, port: upstream.port },
       connectTimeoutSeconds: options.connectTimeoutSeconds ?? 10,
       idleTimeoutSeconds: options.idleTimeoutSeconds ?? 60,
       quiet: options.quiet ?? false,
-    },
+    } satisfies ProxyHandlerOptions,
+    mode: options.mode,
+    poolSize: options.poolSize,
+    maxConns: options.maxConns,
+    log: options.log,
   });
 }
 

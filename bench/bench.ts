@@ -10,6 +10,8 @@
  * - proxy: proxy_server.ts in each mode against socat and a Node relay, with
  *   `wrk` against a local origin (1 KiB and 10 MiB files, keep-alive and not).
  * - p2p: the figures of `bench/p2p_transfer.ts` and `bench/p2p_tracker_load.ts`.
+ * - hostile: good clients beside a reset storm, 1-byte segments from a client
+ *   that never reads, and silent connections against the tracker.
  *
  * Run: `deno task bench` (all parts), `deno task bench --part echo`, or
  * `--quick` for small sizes. It prints tables with ratios, writes
@@ -28,13 +30,20 @@ import {
   runEchoPart,
   type Tools,
 } from "./echo_part.ts";
+import {
+  FULL_HOSTILE,
+  type HostilePart,
+  hostileTable,
+  QUICK_HOSTILE,
+  runHostilePart,
+} from "./hostile_part.ts";
 import { type P2pPart, p2pTable, runP2pPart } from "./p2p_part.ts";
 import { FULL_PROXY, type ProxyPart, proxyTable, QUICK_PROXY, runProxyPart } from "./proxy_part.ts";
 import { type Target, targetTable } from "./report.ts";
 import { ROOT, runTool } from "./servers.ts";
 
 /** The parts, in the order they run. */
-const PARTS = ["all", "echo", "proxy", "p2p"] as const;
+const PARTS = ["all", "echo", "proxy", "p2p", "hostile"] as const;
 
 /** What bench/results.json holds. */
 export interface Results {
@@ -47,6 +56,7 @@ export interface Results {
   echo?: EchoPart;
   proxy?: ProxyPart;
   p2p?: P2pPart;
+  hostile?: HostilePart;
 }
 
 /** Finds a program on the PATH; null when it is missing. */
@@ -126,7 +136,7 @@ function readPrevious(path: string): Partial<Results> {
 
 const USAGE = `usage: deno task bench [options]
        deno run --allow-net --allow-read --allow-write --allow-run --allow-env --allow-sys bench/bench.ts [options]
-  --part NAME     all | echo | proxy | p2p (default all)
+  --part NAME     all | echo | proxy | p2p | hostile (default all)
   --quick         small sizes and short runs (a smoke test, not a measurement)
   --json PATH     where to write the results (default bench/results.json)
   --chart PATH    where to draw the chart (default bench/chart.svg)
@@ -174,6 +184,11 @@ async function main(): Promise<void> {
     results.p2p = await runP2pPart(quick, say);
     sections.push(p2pTable(results.p2p));
     targets.push(...results.p2p.targets);
+  }
+  if (part === "all" || part === "hostile") {
+    results.hostile = await runHostilePart(quick ? QUICK_HOSTILE : FULL_HOSTILE, tools, say);
+    sections.push(hostileTable(results.hostile));
+    targets.push(...results.hostile.targets);
   }
   say("");
   for (const section of sections) say(`${section}\n`);

@@ -1,8 +1,9 @@
 /**
  * Draws the benchmark's chart as plain SVG (no library): horizontal bars of
  * ratios, one group per figure, every server against the same reference
- * (Node `net` for the echo part, the Node relay for the proxy part), then the
- * targets as a share of their goal. It carries its own background and
+ * (Node `net` for the echo part, the Node relay for the proxy part, its own
+ * rate without the reset storm for the hostile part), then the targets as a
+ * share of their goal. It carries its own background and
  * switches colours with `prefers-color-scheme`, so it reads on GitHub's light
  * and dark themes alike.
  *
@@ -156,11 +157,34 @@ function p2pGroups(results: Results): Group[] {
   }];
 }
 
+function hostileGroups(results: Results): Group[] {
+  const hostile = results.hostile;
+  if (!hostile || hostile.storm.length === 0) return [];
+  const s = hostile.settings;
+  return [{
+    title: `Hostile: good clients served beside ${
+      formatNumber(s.resetRate)
+    } resets/s, as a share of the rate alone`,
+    oneLabel: "alone = 1",
+    bars: hostile.storm.map((r) => ({
+      label: r.label,
+      value: r.ratio,
+      text: r.ratio === null && r.errors.length
+        ? r.errors[0]
+        : `${formatRatio(r.ratio)}  (${formatNumber(r.storm?.connsPerSec)} vs ${
+          formatNumber(r.alone?.connsPerSec)
+        } conn/s)`,
+      kind: r.ours ? "ours" : "reference",
+    })),
+  }];
+}
+
 function targetGroup(results: Results): Group[] {
   const targets = [
     ...(results.echo?.targets ?? []),
     ...(results.proxy?.targets ?? []),
     ...(results.p2p?.targets ?? []),
+    ...(results.hostile?.targets ?? []),
   ].filter((t) => !t.informational);
   if (targets.length === 0) return [];
   return [{
@@ -191,6 +215,7 @@ export function drawChart(results: Results): string {
     ...echoGroups(results),
     ...proxyGroups(results),
     ...p2pGroups(results),
+    ...hostileGroups(results),
     ...targetGroup(results),
   ];
   const parts: string[] = [];

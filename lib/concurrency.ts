@@ -16,14 +16,19 @@
  * that throws closes only its own connection; a worker or child that dies
  * closes only the connections it was serving, and a fresh one takes its place.
  *
+ * The accept loop itself is `accept.ts`: it skips clients that fail before
+ * they are accepted, backs off only when out of file descriptors, and stops
+ * accepting while `maxConns` connections are open.
+ *
  * @example
  * ```ts
- * import { serveConnections } from "./lib/concurrency.ts";
- * await using server = await serveConnections({
- *   handler: { module: new URL("../echo_server.ts", import.meta.url).href, name: "echoHandler" },
- *   handlerOptions: { quiet: true },
- *   mode: "worker",
- * });
+ * import { serve } from "./lib/concurrency.ts";
+ * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * await using server = await serve(
+ *   listener,
+ *   { module: new URL("../echo_server.ts", import.meta.url).href, name: "echoHandler" },
+ *   { handlerOptions: { quiet: true }, mode: "worker" },
+ * );
  * console.log(server.addr.port);
  * ```
  * @module
@@ -41,6 +46,7 @@ import {
   type HostMessage,
   type Link,
 } from "./mux.ts";
+import { acceptEach, type AcceptStats, newAcceptStats } from "./accept.ts";
 import { closeQuietly, formatAddr, listenOn } from "./net.ts";
 
 export type { HandlerRef } from "./mux.ts";
@@ -76,9 +82,9 @@ export interface ServerOptions {
   port?: number;
   /** Where each connection's handler runs. @default {"async"} */
   mode?: Mode;
-  /** Workers or child processes kept warm (worker and process modes). @default {CPU count, at least 2} */
+  /** Workers or child processes kept warm (worker and process modes). @default {CPU count, 2 to MAX_POOL_SIZE} */
   poolSize?: number;
-  /** Most connections served at once; more are closed at once with a log line. 0: no limit. @default {0} */
+  /** Most connections served at once; later clients wait in the kernel's queue. 0: no limit. @default {0} */
   maxConns?: number;
   /** Log only errors: no line per connection (handlers read it from their options). @default {false} */
   quiet?: boolean;
@@ -86,26 +92,45 @@ export interface ServerOptions {
   log?: Log;
 }
 
-/** Options for {@linkcode serveConnections}. */
-export interface ServeOptions<O> extends ServerOptions {
-  /** The handler to run: a module URL and an export name, so workers and children can load it. */
-  handler: HandlerRef;
+/**
+ * Options for {@linkcode serve}: how to run the handler on each connection.
+ * The listener's own options (address, port) belong to `Deno.listen()`.
+ */
+export interface ServeOptions<O> {
   /** Passed to the handler as `context.options`; must survive JSON (children get a JSON copy). */
   handlerOptions: O;
-  /** Listen backlog: connections the kernel queues before refusing. @default {511} */
-  backlog?: number;
+  /** Where each connection's handler runs. @default {"async"} */
+  mode?: Mode;
+  /** Workers or child processes kept warm (worker and process modes). @default {CPU count, 2 to MAX_POOL_SIZE} */
+  poolSize?: number;
+  /** Most connections served at once; later clients wait in the kernel's queue. 0: no limit. @default {0} */
+  maxConns?: number;
+  /** Receives handler lines and the server's own. @default {printLog} */
+  log?: Log;
   /** Deno permission flags for child processes, beyond reading the code. @default {["--allow-net"]} */
   childPermissions?: string[];
 }
 
+/** Options for {@linkcode serveConnections}: where to listen, and how to serve. */
+export interface ServeConnectionsOptions<O> extends ServeOptions<O> {
+  /** The handler to run: a module URL and an export name, so workers and children can load it. */
+  handler: HandlerRef;
+  /** Address to bind. @default {"127.0.0.1"} */
+  hostname?: string;
+  /** Port to bind; 0 picks a free one. @default {0} */
+  port?: number;
+}
+
+/**
+ * Most Workers or child processes a pool may keep. Each Worker holds about
+ * 10 MB and each child about 30 MB, and members beyond the core count add
+ * memory, not speed (each member serves many connections at once): 400
+ * Workers took 3.8 GB and 13 s to start here.
+ */
+export const MAX_POOL_SIZE = 32;
+
 /** Counters a server keeps. */
-export interface ServerStats {
-  /** Connections accepted and handed to a handler. */
-  accepted: number;
-  /** Connections closed at once because of `maxConns`. */
-  refused: number;
-  /** Connections being served now. */
-  active: number;
+export interface ServerStats extends AcceptStats {
   /** Workers or children replaced after dying. */
   restarts: number;
 }
@@ -135,72 +160,56 @@ interface Runner {
 }
 
 /**
- * Listens and serves every connection with the handler, in the chosen mode.
- * Resolves once the pool is warm and the socket is listening.
+ * Serves every connection `listener` accepts with `handler`, in the chosen
+ * mode, as Go's `http.Serve(listener, handler)` does: the script opens the
+ * socket with `Deno.listen()`, this takes it from there. Resolves once the
+ * pool is warm and the loop is accepting; clients that connect before that
+ * wait in the kernel's queue. From then on the server owns the listener:
+ * `close()` closes it. If the pool cannot start, the listener is closed and
+ * the error thrown.
+ *
+ * @example
+ * ```ts
+ * import { serve } from "./lib/concurrency.ts";
+ * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * await using server = await serve(
+ *   listener,
+ *   { module: new URL("../echo_server.ts", import.meta.url).href, name: "echoHandler" },
+ *   { handlerOptions: { quiet: true }, mode: "worker" },
+ * );
+ * console.log(server.addr.port);
+ * ```
  */
-export async function serveConnections<O>(options: ServeOptions<O>): Promise<ConnectionServer> {
+export async function serve<O>(
+  listener: Deno.TcpListener,
+  handler: HandlerRef,
+  options: ServeOptions<O>,
+): Promise<ConnectionServer> {
   const mode = options.mode ?? "async";
   const log = options.log ?? printLog;
-  const maxConns = options.maxConns ?? 0;
-  const stats: ServerStats = { accepted: 0, refused: 0, active: 0, restarts: 0 };
-  const runner = mode === "async"
-    ? new InlineRunner(options, log)
-    : new PoolRunner(options, mode, log, stats);
-  await runner.start();
-  let listener: Deno.TcpListener;
+  const stats: ServerStats = { ...newAcceptStats(), restarts: 0 };
+  let runner: Runner;
   try {
-    listener = listenOn(options);
+    runner = mode === "async"
+      ? new InlineRunner(handler, options, log)
+      : new PoolRunner(handler, options, mode, log, stats);
+    await runner.start();
   } catch (err) {
-    await runner.stop();
+    closeQuietly(listener);
     throw err;
   }
-  const served = new Set<Promise<void>>();
-  let stopping = false;
-
-  async function acceptLoop(): Promise<void> {
-    while (!stopping) {
-      let conn: Deno.TcpConn;
-      try {
-        conn = await listener.accept();
-      } catch (err) {
-        if (stopping || err instanceof Deno.errors.BadResource) return;
-        // Out of file descriptors and the like: keep the listener, retry soon.
-        log(`accept failed: ${(err as Error).message}`);
-        await new Promise((resolve) => setTimeout(resolve, 100));
-        continue;
-      }
-      if (maxConns > 0 && stats.active >= maxConns) {
-        stats.refused++;
-        log(
-          `refused ${
-            formatAddr(conn.remoteAddr)
-          }: already serving ${stats.active} connections (--max-conns ${maxConns})`,
-        );
-        conn.close();
-        continue;
-      }
-      // Small replies go out at once instead of waiting for an ACK (Nagle's algorithm, which
-      // with delayed ACKs held request/response traffic up to 40 ms here).
-      conn.setNoDelay(true);
-      stats.accepted++;
-      stats.active++;
-      const job = runner.serve(conn).finally(() => {
-        stats.active--;
-        served.delete(job);
-      });
-      served.add(job);
-    }
-  }
-  const accepting = acceptLoop();
+  const loop = acceptEach(listener, (conn) => runner.serve(conn), {
+    maxConns: options.maxConns,
+    log,
+    stats,
+  });
 
   let closing: Promise<void> | null = null;
   const close = () =>
     closing ??= (async () => {
-      stopping = true;
-      listener.close();
-      await accepting;
+      closeQuietly(listener);
       await runner.stop();
-      await Promise.allSettled([...served]);
+      await loop.settled();
     })();
 
   return {
@@ -213,6 +222,26 @@ export async function serveConnections<O>(options: ServeOptions<O>): Promise<Con
   };
 }
 
+/**
+ * Listens on `hostname:port` ({@linkcode listenOn}: one-line errors) and
+ * {@linkcode serve}s it: for callers that do not need the socket in hand.
+ *
+ * @example
+ * ```ts
+ * import { serveConnections } from "./lib/concurrency.ts";
+ * await using server = await serveConnections({
+ *   handler: { module: new URL("../echo_server.ts", import.meta.url).href, name: "echoHandler" },
+ *   handlerOptions: { quiet: true },
+ * });
+ * console.log(server.addr.port);
+ * ```
+ */
+export function serveConnections<O>(
+  options: ServeConnectionsOptions<O>,
+): Promise<ConnectionServer> {
+  return serve(listenOn(options), options.handler, options);
+}
+
 // ---------------------------------------------------------------------------
 
 /** `async` mode: the handler runs right here. */
@@ -221,10 +250,10 @@ class InlineRunner<O> implements Runner {
   #live = new Set<Deno.TcpConn>();
   #stopping = false;
 
-  constructor(readonly options: ServeOptions<O>, readonly log: Log) {}
+  constructor(readonly ref: HandlerRef, readonly options: ServeOptions<O>, readonly log: Log) {}
 
   async start(): Promise<void> {
-    this.#handler = await loadHandler<O>(this.options.handler);
+    this.#handler = await loadHandler<O>(this.ref);
   }
 
   async serve(conn: Deno.TcpConn): Promise<void> {
@@ -268,6 +297,12 @@ const GUEST_START_TIMEOUT_MS = 15_000;
 const CHILD_READ_BYTES = 256 * 1024;
 /** After `stop()`, how long a child may take before it is killed. */
 const GUEST_STOP_GRACE_MS = 2_000;
+/** First wait before restarting a guest that failed to start or died young; it doubles. */
+const RESTART_FIRST_MS = 100;
+/** Longest wait between two restarts of a guest that keeps failing. */
+const RESTART_MAX_MS = 30_000;
+/** A guest that served at least this long before dying is restarted at once. */
+const HEALTHY_AFTER_MS = 10_000;
 
 /** `worker` and `process` modes: a warm pool of guests. */
 class PoolRunner<O> implements Runner {
@@ -275,23 +310,39 @@ class PoolRunner<O> implements Runner {
   #nextId = 1;
   #stopping = false;
   #factory: GuestFactory;
-  #launching = new Set<Promise<void>>();
+  /** Slots being refilled, so `stop()` can wait for them. */
+  #refills = new Set<Promise<void>>();
+  /** Wakes the refills' backoff sleeps when the pool stops. */
+  #stopped = new AbortController();
+  /** Whether the crash loop has been reported (once, until a guest lives long enough). */
+  #crashLoopReported = false;
 
   constructor(
+    readonly ref: HandlerRef,
     readonly options: ServeOptions<O>,
     readonly mode: "worker" | "process",
     readonly log: Log,
     readonly stats: ServerStats,
   ) {
-    const size = options.poolSize ?? Math.max(2, navigator.hardwareConcurrency);
+    const size = options.poolSize ??
+      Math.min(MAX_POOL_SIZE, Math.max(2, navigator.hardwareConcurrency));
+    if (!Number.isInteger(size) || size < 1 || size > MAX_POOL_SIZE) {
+      throw new RangeError(`poolSize must be 1 to ${MAX_POOL_SIZE}, got ${size}`);
+    }
     this.#slots = new Array(size).fill(null);
     this.#factory = mode === "worker"
       ? workerFactory()
       : childFactory(options.childPermissions ?? ["--allow-net"]);
   }
 
+  /** Starts every slot; a guest that cannot start at all is the caller's error to report. */
   async start(): Promise<void> {
-    await Promise.all(this.#slots.map((_, i) => this.#launch(i)));
+    try {
+      await Promise.all(this.#slots.map((_, i) => this.#launch(i)));
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
   }
 
   // Starts the guest for slot `i` and resolves once it is ready.
@@ -303,7 +354,7 @@ class PoolRunner<O> implements Runner {
       else if (message.t === "log") this.log(message.line);
       else guest.conns.get(message.id)?.receive(message);
     });
-    guest.send({ t: "init", handler: this.options.handler, options: this.options.handlerOptions });
+    guest.send({ t: "init", handler: this.ref, options: this.options.handlerOptions });
     let timer: ReturnType<typeof setTimeout> | undefined;
     const failed = Promise.race([
       guest.exited.then((why) => {
@@ -321,6 +372,7 @@ class PoolRunner<O> implements Runner {
       await Promise.race([isReady, failed]);
     } catch (err) {
       guest.stop();
+      await guest.exited;
       throw err;
     } finally {
       clearTimeout(timer);
@@ -332,10 +384,11 @@ class PoolRunner<O> implements Runner {
       return;
     }
     this.#slots[i] = guest;
-    guest.exited.then((why) => this.#onExit(i, guest, why));
+    const startedAt = performance.now();
+    guest.exited.then((why) => this.#onExit(i, guest, why, performance.now() - startedAt));
   }
 
-  #onExit(i: number, guest: Guest, why: string): void {
+  #onExit(i: number, guest: Guest, why: string, livedMs: number): void {
     if (this.#slots[i] === guest) this.#slots[i] = null;
     const lost = guest.conns.size;
     for (const conn of guest.conns.values()) conn.finish();
@@ -343,13 +396,37 @@ class PoolRunner<O> implements Runner {
     this.log(
       `${this.mode} ${i} died (${why}); closed its ${lost} connection(s), starting a new one`,
     );
-    const relaunch = this.#launch(i)
-      .then(() => {
+    const refill = this.#refill(i, livedMs >= HEALTHY_AFTER_MS)
+      .finally(() => this.#refills.delete(refill));
+    this.#refills.add(refill);
+  }
+
+  /**
+   * Refills slot `i` until a guest starts, waiting longer after each failure
+   * (and before the first try when the last guest died young): a handler
+   * that crashes on load costs a try every 30 s, not a spinning core.
+   */
+  async #refill(i: number, healthy: boolean): Promise<void> {
+    let waitMs = healthy ? 0 : RESTART_FIRST_MS;
+    if (healthy) this.#crashLoopReported = false;
+    while (!this.#stopping) {
+      if (waitMs > 0) await sleep(waitMs, this.#stopped.signal);
+      if (this.#stopping) return;
+      try {
+        await this.#launch(i);
         this.stats.restarts++;
-      })
-      .catch((err) => this.log(`could not restart ${this.mode} ${i}: ${(err as Error).message}`))
-      .finally(() => this.#launching.delete(relaunch));
-    this.#launching.add(relaunch);
+        return;
+      } catch (err) {
+        waitMs = Math.min(Math.max(RESTART_FIRST_MS, waitMs * 2), RESTART_MAX_MS);
+        if (!this.#crashLoopReported) {
+          this.#crashLoopReported = true;
+          this.log(
+            `could not restart ${this.mode} ${i}: ${(err as Error).message}; ` +
+              `retrying with backoff up to ${RESTART_MAX_MS / 1000} s (reported once)`,
+          );
+        }
+      }
+    }
   }
 
   serve(conn: Deno.TcpConn): Promise<void> {
@@ -373,7 +450,8 @@ class PoolRunner<O> implements Runner {
 
   async stop(): Promise<void> {
     this.#stopping = true;
-    await Promise.all([...this.#launching]);
+    this.#stopped.abort();
+    await Promise.all([...this.#refills]);
     const guests = this.#slots.filter((g): g is Guest => g !== null);
     for (const guest of guests) {
       for (const conn of guest.conns.values()) conn.finish();
@@ -385,6 +463,19 @@ class PoolRunner<O> implements Runner {
   pids(): number[] {
     return this.#slots.flatMap((g) => g?.pid ? [g.pid] : []);
   }
+}
+
+/** Waits `ms`, or less if `signal` aborts. */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+  });
 }
 
 // Worker guests: structured clone, buffers transferred.

@@ -13,18 +13,39 @@
  * `null` after the peer half-closed, `closeWrite()` half-closes for real.
  *
  * Flow control is a credit window per direction ({@linkcode WINDOW_BYTES}):
- * the host stops reading a socket while that many bytes wait unconsumed in
- * the guest, and a guest's `write()` waits while that many bytes are not yet
- * written to the socket. A client that stops reading therefore stops its
- * handler, and memory stays bounded.
+ * the host stops reading a socket while that much waits unconsumed in the
+ * guest, and a guest's `write()` waits while that much is not yet written to
+ * the socket. A client that stops reading therefore stops its handler, and
+ * memory stays bounded.
+ *
+ * The window counts what a message costs, not the payload it carries: the
+ * buffer that holds the bytes (which may be larger than the bytes) plus
+ * {@linkcode MESSAGE_COST_BYTES} for the message itself. Counting payload
+ * alone let a client that sends 1-byte segments queue a million messages,
+ * each holding a 16 KiB buffer, inside a 1 MiB "window" (1.7 GB here).
  *
  * @module
  */
 
 import { closeQuietly, type Connection, writeAll } from "./net.ts";
 
-/** Unacknowledged bytes allowed per connection and direction. */
+/** Cost of unacknowledged messages allowed per connection and direction, in bytes. */
 export const WINDOW_BYTES = 1024 * 1024;
+
+/**
+ * What one message costs beyond the buffer it carries: the message object,
+ * its place in a queue, the buffer's own header. An estimate on the high
+ * side, so that a window of 1-byte messages holds at most about a thousand.
+ */
+export const MESSAGE_COST_BYTES = 1024;
+
+/**
+ * What a received data message holds: its whole buffer (a view may use only
+ * part of it) plus the per-message cost. Sender and receiver count alike.
+ */
+export function messageCost(bytes: Uint8Array): number {
+  return bytes.buffer.byteLength + MESSAGE_COST_BYTES;
+}
 
 /**
  * Most bytes the host asks for per socket read when relaying: larger than a
@@ -40,7 +61,7 @@ export const RELAY_READ_BYTES = 256 * 1024;
  */
 const FIRST_READ_BYTES = 16 * 1024;
 
-/** The guest acknowledges what its handler read once this much piles up (or it caught up). */
+/** The guest acknowledges what its handler read once this much cost piles up (or it caught up). */
 const ACK_BATCH_BYTES = WINDOW_BYTES / 4;
 
 /** How a guest finds its handler: a module URL and the exported function's name. */
@@ -203,7 +224,7 @@ export class HostConn {
   readonly done: Promise<void>;
   #finished = false;
   #resolveDone!: () => void;
-  #unacked = 0; // bytes sent to the guest that its handler has not read yet
+  #unacked = 0; // cost of messages sent to the guest that its handler has not read yet
   #wakeReader: (() => void) | null = null;
   #outbox: Uint8Array[] = [];
   #writing = false;
@@ -213,7 +234,7 @@ export class HostConn {
 
   constructor(
     readonly id: number,
-    readonly conn: Deno.TcpConn,
+    readonly conn: Connection,
     readonly link: Link<HostMessage>,
   ) {
     this.done = new Promise((resolve) => this.#resolveDone = resolve);
@@ -224,8 +245,8 @@ export class HostConn {
     this.link.send({
       t: "open",
       id: this.id,
-      remote: this.conn.remoteAddr,
-      local: this.conn.localAddr,
+      remote: this.conn.remoteAddr as Deno.NetAddr,
+      local: this.conn.localAddr as Deno.NetAddr,
     });
     this.#readLoop();
   }
@@ -270,28 +291,37 @@ export class HostConn {
   // Socket -> guest: read only while the guest has room (backpressure).
   async #readLoop(): Promise<void> {
     let size = FIRST_READ_BYTES;
-    // A link that copies lets one buffer serve every read; otherwise each read needs its own.
-    let reusable = null as Uint8Array<ArrayBuffer> | null;
+    // One buffer for this direction, refilled read after read. A copying link (a child's
+    // pipe) copies out of it anyway; for a Worker, a read that fills most of it hands the
+    // buffer itself over (no copy) and the next read gets a fresh one, while a small read is
+    // copied out so that 1 byte does not travel (and count) as a 16 KiB buffer.
+    let buffer: Uint8Array<ArrayBuffer> | null = null;
     try {
       while (!this.#finished) {
         if (this.#unacked >= WINDOW_BYTES) {
           await new Promise<void>((resolve) => this.#wakeReader = resolve);
           continue;
         }
-        let buffer: Uint8Array<ArrayBuffer>;
-        if (!this.link.copiesData) buffer = new Uint8Array(size);
-        else {
-          if (reusable === null || reusable.length !== size) reusable = new Uint8Array(size);
-          buffer = reusable;
-        }
+        if (buffer === null || buffer.length !== size) buffer = new Uint8Array(size);
         const n = await this.conn.read(buffer);
         if (this.#finished) return;
         if (n === null) {
           this.link.send({ t: "eof", id: this.id });
           return;
         }
-        this.#unacked += n;
-        this.link.send({ t: "data", id: this.id, bytes: buffer.subarray(0, n) });
+        let bytes: Uint8Array<ArrayBuffer>;
+        if (this.link.copiesData) {
+          bytes = buffer.subarray(0, n);
+          this.#unacked += n + MESSAGE_COST_BYTES;
+        } else if (n * 2 >= buffer.length) {
+          bytes = buffer.subarray(0, n);
+          this.#unacked += messageCost(bytes);
+          buffer = null;
+        } else {
+          bytes = buffer.slice(0, n);
+          this.#unacked += messageCost(bytes);
+        }
+        this.link.send({ t: "data", id: this.id, bytes });
         if (n === size) size = Math.min(size * 2, RELAY_READ_BYTES);
       }
     } catch (err) {
@@ -304,12 +334,12 @@ export class HostConn {
     if (this.#writing || this.#finished) return;
     this.#writing = true;
     try {
-      let written = 0; // bytes written to the socket and not yet acknowledged to the guest
+      let written = 0; // cost of messages written to the socket, not yet acknowledged
       while (!this.#finished) {
         const chunk = this.#outbox.shift();
         if (chunk) {
           await writeAll(this.conn, chunk);
-          written += chunk.length;
+          written += messageCost(chunk);
           // One acknowledgement per batch, or whenever the guest may be waiting for room.
           if (written >= ACK_BATCH_BYTES || this.#outbox.length === 0) {
             this.link.send({ t: "ack", id: this.id, n: written });
@@ -348,12 +378,14 @@ export class HostConn {
  */
 export class RemoteConn implements Connection {
   #chunks: Uint8Array[] = [];
+  /** For each queued chunk, what its message costs beyond its bytes (credited when it is used up). */
+  #extra: number[] = [];
   #eof = false;
   #error: Error | null = null;
   #closed = false;
   #wroteEof = false;
-  #unacked = 0;
-  #consumed = 0; // bytes read by the handler, not yet acknowledged to the host
+  #unacked = 0; // cost of data sent to the host that it has not written to the socket yet
+  #consumed = 0; // cost of data read by the handler, not yet acknowledged to the host
   #wakeRead: (() => void) | null = null;
   #wakeWrite: (() => void) | null = null;
 
@@ -369,6 +401,7 @@ export class RemoteConn implements Connection {
     switch (message.t) {
       case "data":
         this.#chunks.push(message.bytes);
+        this.#extra.push(messageCost(message.bytes) - message.bytes.length);
         break;
       case "eof":
         this.#eof = true;
@@ -390,9 +423,13 @@ export class RemoteConn implements Connection {
       if (head) {
         const n = Math.min(p.length, head.length);
         p.set(head.subarray(0, n));
-        if (n === head.length) this.#chunks.shift();
-        else this.#chunks[0] = head.subarray(n);
         this.#consumed += n;
+        if (n === head.length) {
+          this.#chunks.shift();
+          this.#consumed += this.#extra.shift()!;
+        } else {
+          this.#chunks[0] = head.subarray(n);
+        }
         if (this.#consumed >= ACK_BATCH_BYTES || this.#chunks.length === 0) {
           this.link.send({ t: "ack", id: this.id, n: this.#consumed });
           this.#consumed = 0;
@@ -415,7 +452,8 @@ export class RemoteConn implements Connection {
     if (p.length === 0) return 0;
     // Like a socket, take at most one message's worth; writeAll() loops for the rest.
     const part = p.length > RELAY_READ_BYTES ? p.subarray(0, RELAY_READ_BYTES) : p;
-    this.#unacked += part.length;
+    // The host will hold exactly these bytes (a child's frame is decoded into its own buffer).
+    this.#unacked += part.length + MESSAGE_COST_BYTES;
     const bytes = this.link.copiesData ? part as Uint8Array<ArrayBuffer> : part.slice();
     this.link.send({ t: "data", id: this.id, bytes });
     return part.length;

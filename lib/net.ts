@@ -205,13 +205,42 @@ export interface ListenOptions {
 }
 
 /**
- * `Deno.listen()` with one-line errors: a port in use, an address this host
- * does not have, or a privileged port become a {@linkcode CliError}.
+ * Explains a failed `Deno.listen()` in one line: a port in use, an address
+ * this host does not have, a privileged port, a missing permission.
+ *
+ * @example
+ * ```ts
+ * import { explainListenError } from "./lib/net.ts";
+ * try {
+ *   Deno.listen({ hostname: "127.0.0.1", port: 8001 });
+ * } catch (err) {
+ *   console.error(explainListenError(err, "127.0.0.1", 8001).message);
+ * }
+ * ```
+ */
+export function explainListenError(err: unknown, hostname: string, port: number): CliError {
+  const where = formatAddr({ hostname, port });
+  if (err instanceof Deno.errors.AddrInUse) {
+    return new CliError(`port ${port} is already in use on ${hostname} (another server running?)`);
+  }
+  if (err instanceof Deno.errors.AddrNotAvailable) {
+    return new CliError(`cannot listen on ${where}: this machine has no such address`);
+  }
+  if (err instanceof Deno.errors.PermissionDenied) {
+    return new CliError(`cannot listen on ${where}: ports below 1024 need root`);
+  }
+  if (err instanceof Deno.errors.NotCapable) {
+    return new CliError(`no permission to listen on ${where}: run with --allow-net`);
+  }
+  return new CliError(`cannot listen on ${where}: ${(err as Error).message}`);
+}
+
+/**
+ * `Deno.listen()` with one-line errors ({@linkcode explainListenError}).
  */
 export function listenOn(options: ListenOptions = {}): Deno.TcpListener {
   const hostname = options.hostname ?? "127.0.0.1";
   const port = options.port ?? 0;
-  const where = formatAddr({ hostname, port });
   try {
     return Deno.listen({
       hostname,
@@ -220,18 +249,6 @@ export function listenOn(options: ListenOptions = {}): Deno.TcpListener {
       tcpBacklog: options.backlog ?? 511,
     });
   } catch (err) {
-    if (err instanceof Deno.errors.AddrInUse) {
-      throw new CliError(`port ${port} is already in use on ${hostname} (another server running?)`);
-    }
-    if (err instanceof Deno.errors.AddrNotAvailable) {
-      throw new CliError(`cannot listen on ${where}: this machine has no such address`);
-    }
-    if (err instanceof Deno.errors.PermissionDenied) {
-      throw new CliError(`cannot listen on ${where}: ports below 1024 need root`);
-    }
-    if (err instanceof Deno.errors.NotCapable) {
-      throw new CliError(`no permission to listen on ${where}: run with --allow-net`);
-    }
-    throw new CliError(`cannot listen on ${where}: ${(err as Error).message}`);
+    throw explainListenError(err, hostname, port);
   }
 }

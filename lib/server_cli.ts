@@ -15,8 +15,15 @@
  */
 
 import type { ParseArgsOptionsConfig } from "node:util";
-import { exitOnSignal, parseChoice, parseCount, type ParsedCli, parsePort } from "./cli.ts";
-import { type ConnectionServer, MODES, type ServerOptions } from "./concurrency.ts";
+import {
+  exitOnSignal,
+  parseChoice,
+  parseCount,
+  type ParsedCli,
+  parseHost,
+  parsePort,
+} from "./cli.ts";
+import { type ConnectionServer, MAX_POOL_SIZE, MODES, type ServerOptions } from "./concurrency.ts";
 import { formatAddr } from "./net.ts";
 
 /** The shared server flags, for `parseCli()`. */
@@ -37,25 +44,40 @@ export function serverUsage(defaultPort: number): string {
   --port N            port to listen on, 0 for any free one (default ${defaultPort})
   --mode MODE         async | worker | process (default async)
                       worker also needs --allow-read=.  process needs --allow-read=. --allow-run
-  --workers N         workers or child processes kept warm (default: CPU count, at least 2)
-  --max-conns N       serve at most N connections at once, close the rest (default: no limit)
+  --workers N         workers or child processes kept warm, 1 to ${MAX_POOL_SIZE} (default: CPU
+                      count, at least 2). Each Worker holds ~10 MB and each child ~30 MB, and each
+                      serves many connections at once already: more add memory, not speed
+  --max-conns N       serve at most N connections at once; later clients wait in the
+                      kernel's queue until one finishes (default: no limit)
   --quiet             print only the listening line and errors`;
 }
 
 /** Validates the shared flags' values. @throws {UsageError} on a bad value. */
 export function readServerFlags(values: ParsedCli["values"]): ServerOptions {
   return {
-    hostname: values.host as string,
+    hostname: parseHost(values.host as string, "--host"),
     port: parsePort(values.port as string, "--port"),
     mode: parseChoice(values.mode as string, "--mode", MODES),
-    poolSize: values.workers === undefined
-      ? undefined
-      : parseCount(values.workers as string, "--workers"),
+    poolSize: values.workers === undefined ? undefined : parseWorkers(values.workers as string),
     maxConns: values["max-conns"] === undefined
       ? 0
       : parseCount(values["max-conns"] as string, "--max-conns"),
     quiet: values.quiet as boolean,
   };
+}
+
+/**
+ * Reads `--workers`: 1 to {@linkcode MAX_POOL_SIZE} (see `--help` for why there is a
+ * ceiling).
+ *
+ * @example
+ * ```ts
+ * import { parseWorkers } from "./lib/server_cli.ts";
+ * parseWorkers("4"); // 4
+ * ```
+ */
+export function parseWorkers(text: string, flag = "--workers"): number {
+  return parseCount(text, flag, 1, MAX_POOL_SIZE);
 }
 
 /**

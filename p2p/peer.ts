@@ -32,7 +32,7 @@ import {
   type HostPort,
   parseChoice,
   parseCli,
-  parseCount,
+  parseHost,
   parseHostPort,
   parsePort,
   parseSeconds,
@@ -43,10 +43,12 @@ import {
 import {
   type ConnectionServer,
   type HandlerContext,
+  MAX_POOL_SIZE,
   type Mode,
   MODES,
   serveConnections,
 } from "../lib/concurrency.ts";
+import { parseWorkers } from "../lib/server_cli.ts";
 import { LineReader, LineTooLongError } from "../lib/lines.ts";
 import { elapsedMs, formatBytes, type Log, preview, printLog, silentLog } from "../lib/log.ts";
 import { closeQuietly, type Connection, connectTo, formatAddr, writeAll } from "../lib/net.ts";
@@ -742,7 +744,7 @@ const USAGE =
   --interval S         seconds between sync rounds and keep-alives (default 5)
   --mode MODE          async | worker | process: where each file request is served (default async)
                        worker also needs --allow-read=.,DIR  process needs --allow-read=.,DIR --allow-run
-  --workers N          workers or child processes kept warm (default: CPU count, at least 2)
+  --workers N          workers or child processes kept warm, 1 to ${MAX_POOL_SIZE} (default: CPU count)
   --quiet              no line per file served`;
 
 async function main(): Promise<void> {
@@ -761,7 +763,10 @@ async function main(): Promise<void> {
     if (values.tracker !== undefined) {
       throw new UsageError("give the tracker either as TRACKER_IP TRACKER_PORT or as --tracker");
     }
-    tracker = { hostname: positionals[0], port: parseTargetPort(positionals[1], "TRACKER_PORT") };
+    tracker = {
+      hostname: parseHost(positionals[0], "TRACKER_IP", "TRACKER_PORT"),
+      port: parseTargetPort(positionals[1], "TRACKER_PORT"),
+    };
   } else if (positionals.length === 0) {
     tracker = parseHostPort((values.tracker as string) ?? "127.0.0.1:9000", "--tracker");
   } else {
@@ -771,12 +776,14 @@ async function main(): Promise<void> {
   }
   if (values.dir === undefined) throw new UsageError("--dir DIR is required");
   const dir = values.dir as string;
-  const hostname = values.host as string;
+  // Checked here: Deno refuses an empty path with a stack trace, and "  " would read as a folder name.
+  if (dir.trim() === "") throw new UsageError(`--dir must name a folder, got "${dir}"`);
+  const hostname = parseHost(values.host as string, "--host");
   const interval = parseSeconds(values.interval as string, "--interval");
   const mode = parseChoice(values.mode as string, "--mode", MODES);
   const poolSize = values.workers === undefined
     ? undefined
-    : parseCount(values.workers as string, "--workers");
+    : parseWorkers(values.workers as string);
   const wantedPort = values.port === undefined
     ? undefined
     : parsePort(values.port as string, "--port");
@@ -791,6 +798,9 @@ async function main(): Promise<void> {
     if (!(await Deno.stat(dir)).isDirectory) throw new CliError(`--dir ${dir} is not a folder`);
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) throw new CliError(`--dir ${dir}: no such folder`);
+    if (err instanceof Deno.errors.PermissionDenied) {
+      throw new CliError(`--dir ${dir}: the system does not let this user open it`);
+    }
     throw err;
   }
   const peer = await startPeer({

@@ -19,12 +19,13 @@ import {
   CliError,
   exitOnSignal,
   parseCli,
-  parseHostPort,
+  parseHost,
   parsePort,
   parseSeconds,
   runMain,
   UsageError,
 } from "../lib/cli.ts";
+import { acceptEach } from "../lib/accept.ts";
 import { LineReader, LineTooLongError } from "../lib/lines.ts";
 import { type Log, preview, printLog } from "../lib/log.ts";
 import { closeQuietly, concatBytes, formatAddr, listenOn, writeAll } from "../lib/net.ts";
@@ -46,6 +47,14 @@ export const DEFAULT_PEER_TIMEOUT_SECONDS = 180;
 export const DEFAULT_SWEEP_INTERVAL_SECONDS = 10;
 
 /**
+ * A directory reply that the peer has not taken in full after this long
+ * closes its connection: a peer that sends but never reads would otherwise
+ * hold a blocked write (and the reply's buffers) for ever. At 30 s a 1 MiB
+ * directory needs about 35 KB/s.
+ */
+export const DEFAULT_SEND_TIMEOUT_SECONDS = 30;
+
+/**
  * Holders listed in an entry's `holders` field: enough to fall back on when
  * one is gone, few enough that a file held by a thousand peers does not make
  * every directory response huge.
@@ -63,10 +72,18 @@ export interface TrackerOptions {
    * @default {port + 1, or 0 when port is 0}
    */
   httpPort?: number | null;
-  /** Seconds of silence after which a peer and its files are dropped. @default {180} */
+  /**
+   * Seconds of silence after which a peer and its files are dropped, and a
+   * connection that sent no complete message in that time is closed. @default {180}
+   */
   peerTimeoutSeconds?: number;
   /** Seconds between two looks for expired peers. @default {10} */
   sweepIntervalSeconds?: number;
+  /**
+   * Seconds a peer has to take one whole directory reply; a reply not
+   * written by then closes that connection. @default {30}
+   */
+  sendTimeoutSeconds?: number;
   /** Longest message line accepted; longer ones close that connection. @default {TRACKER_MAX_LINE_BYTES} */
   maxLineBytes?: number;
   /** Leave out the per-message and per-connection lines. @default {false} */
@@ -119,6 +136,12 @@ export interface TrackerCounters {
   rejected: number;
   /** File names ignored because they were not plain names (such as `../x`). */
   unsafeNames: number;
+  /** Connections closed because no complete message came for the peer timeout. */
+  silentClosed: number;
+  /** Connections closed because a directory reply was not taken within the send timeout. */
+  sendTimeouts: number;
+  /** Peers dropped because their connection announced another port instead. */
+  portChanges: number;
 }
 
 /** Everything the status page shows, as `/stats` serves it. */
@@ -161,6 +184,8 @@ interface PeerRecord {
   lastHeard: number; // performance.now(), for expiry
   messages: number;
   files: Map<string, FileInfo>;
+  /** The connection its last message came on. */
+  via: PeerConnection;
 }
 
 /** One peer holding one version of a file. */
@@ -181,6 +206,16 @@ interface PeerConnection {
    * and one that announced lists for many ports must not make us keep them all.
    */
   lastFiles: { port: number; files: FileInfo[] } | null;
+  /** The peer its last message was for: the one record this connection stands for. */
+  peer?: PeerRecord;
+  /**
+   * When the tracker began waiting for this connection's next message
+   * (`performance.now()`, set when it opens and after each reply is written);
+   * unset while a reply is being written, which the send timeout bounds.
+   */
+  waitingSince?: number;
+  /** Why the tracker closed this connection itself, for the log line. */
+  closedFor?: "silence" | "send timeout";
 }
 
 /**
@@ -249,6 +284,9 @@ class TrackerState {
     peersExpired: 0,
     rejected: 0,
     unsafeNames: 0,
+    silentClosed: 0,
+    sendTimeouts: 0,
+    portChanges: 0,
   };
   #seq = 0;
   /** Each name's encoded `"name": {...}` text, until that name changes. */
@@ -423,6 +461,7 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
   const quiet = options.quiet ?? false;
   const peerTimeoutMs = (options.peerTimeoutSeconds ?? DEFAULT_PEER_TIMEOUT_SECONDS) * 1000;
   const sweepIntervalSeconds = options.sweepIntervalSeconds ?? DEFAULT_SWEEP_INTERVAL_SECONDS;
+  const sendTimeoutSeconds = options.sendTimeoutSeconds ?? DEFAULT_SEND_TIMEOUT_SECONDS;
   const maxLineBytes = options.maxLineBytes ?? TRACKER_MAX_LINE_BYTES;
   const state = new TrackerState();
   const startedAt = Date.now();
@@ -430,7 +469,6 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
   const listener = listenOn({ hostname: options.hostname ?? "127.0.0.1", port: options.port ?? 0 });
   const addr = listener.addr as Deno.NetAddr;
   const open = new Set<PeerConnection>();
-  const handlers = new Set<Promise<void>>();
   let closing = false;
 
   /** Applies one valid message and returns the log line for it (null: nothing worth saying). */
@@ -439,6 +477,21 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
     const key = `${pc.ip}|${message.port}`;
     const name = hostPort({ ip: pc.ip, port: message.port });
     state.counters.messages++;
+    const previous = pc.peer;
+    if (previous && previous.key !== key) {
+      // One connection is one peer: a new port replaces the record of the old
+      // one at once (unless another connection has spoken for it since), and
+      // the list announced for the old port is not kept to restore.
+      pc.lastFiles = null;
+      if (previous.via === pc && state.peers.get(previous.key) === previous) {
+        const names = state.dropPeer(previous);
+        state.counters.portChanges++;
+        log(
+          `peer ${hostPort(previous)} now announces port ${message.port} on the same connection: ` +
+            `dropped it as ${holderOf(names)}`,
+        );
+      }
+    }
     let peer = state.peers.get(key);
     const joined = !peer;
     if (!peer) {
@@ -451,6 +504,7 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
         lastHeard: performance.now(),
         messages: 0,
         files: new Map(),
+        via: pc,
       };
       state.peers.set(key, peer);
       state.counters.peersJoined++;
@@ -458,6 +512,8 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
     peer.lastSeen = Date.now();
     peer.lastHeard = performance.now();
     peer.messages++;
+    peer.via = pc;
+    pc.peer = peer;
 
     let files = message.files;
     let restored = false;
@@ -509,6 +565,8 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
   async function serve(pc: PeerConnection): Promise<void> {
     const lines = new LineReader(pc.conn, maxLineBytes);
     let ending = "peer hung up";
+    let replyBytes = 0; // the reply being written, for the send timeout's log line
+    pc.waitingSince = performance.now();
     try {
       while (true) {
         let line: string | null;
@@ -522,6 +580,8 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
           throw err;
         }
         if (line === null) break;
+        // Until the reply is written the send timeout is in charge, not the silence rule.
+        pc.waitingSince = undefined;
         let said: string | null;
         try {
           said = apply(pc, line);
@@ -534,12 +594,17 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
         if (said) log(said);
         // Every message is answered with the whole directory, as in the course.
         const reply = state.encodedDirectory();
-        for (const part of reply.parts) await writeAll(pc.conn, part);
+        replyBytes = reply.bytes;
+        await sendReply(pc, reply);
         state.counters.responses++;
         state.counters.responseBytes += reply.bytes;
+        pc.waitingSince = performance.now();
       }
     } catch (err) {
-      if (err instanceof ProtocolError) {
+      if (pc.closedFor) {
+        // We closed it ourselves (the line below says why): what the read or write threw is moot.
+        ending = pc.closedFor;
+      } else if (err instanceof ProtocolError) {
         state.counters.rejected++;
         ending = "rejected";
         log(`rejected ${pc.who}: ${err.message}; closing this connection`);
@@ -555,39 +620,65 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
       closeQuietly(pc.conn);
       open.delete(pc);
       state.counters.openConnections = open.size;
-      if (!quiet && ending !== "rejected") log(`connection from ${pc.who} closed (${ending})`);
+      if (pc.closedFor === "silence") {
+        const partial = lines.bufferedBytes;
+        log(
+          `closed ${pc.who}: no message for ${peerTimeoutMs / 1000} s` +
+            (partial ? ` (only ${partial} B of an unfinished line)` : ""),
+        );
+      } else if (pc.closedFor === "send timeout") {
+        log(
+          `closed ${pc.who}: it did not take its ${replyBytes} B directory within ` +
+            `${sendTimeoutSeconds} s (it is not reading)`,
+        );
+      } else if (!quiet && ending !== "rejected") {
+        log(`connection from ${pc.who} closed (${ending})`);
+      }
     }
   }
 
-  async function acceptLoop(): Promise<void> {
-    while (true) {
-      let conn: Deno.TcpConn;
-      try {
-        conn = await listener.accept();
-      } catch (err) {
-        if (closing) return;
-        // Out of file descriptors and the like: say so and keep accepting.
-        log(`accept failed: ${(err as Error).message}`);
-        await new Promise((r) => setTimeout(r, 100));
-        continue;
-      }
-      const remote = conn.remoteAddr as Deno.NetAddr;
-      const pc: PeerConnection = {
-        conn,
-        who: formatAddr(remote),
-        ip: peerIp(remote),
-        lastFiles: null,
-      };
-      // Answers are small and awaited: send each at once, not after a delayed ACK.
-      conn.setNoDelay(true);
-      open.add(pc);
-      state.counters.connections++;
-      state.counters.openConnections = open.size;
-      if (!quiet) log(`connection from ${pc.who}`);
-      const handler = serve(pc);
-      handlers.add(handler);
-      handler.finally(() => handlers.delete(handler));
+  /**
+   * Writes one directory reply, and closes the connection if the peer has not
+   * taken all of it within the send timeout. One deadline for the whole
+   * reply, not `IdleWriter`'s idle timer (from `files.ts`) re-armed by every
+   * write: a peer that reads one segment now and then would keep re-arming
+   * that one and hold the connection and the reply's buffers for hours, as a
+   * trickled line would on the reading side.
+   */
+  async function sendReply(pc: PeerConnection, reply: EncodedDirectory): Promise<void> {
+    const timer = setTimeout(() => {
+      pc.closedFor = "send timeout";
+      state.counters.sendTimeouts++;
+      closeQuietly(pc.conn);
+    }, sendTimeoutSeconds * 1000);
+    try {
+      for (const part of reply.parts) await writeAll(pc.conn, part);
+    } finally {
+      clearTimeout(timer);
     }
+  }
+
+  /** Takes one accepted connection: the shared accept loop (lib/accept.ts) calls this. */
+  function welcome(conn: Deno.TcpConn): Promise<void> {
+    const remote = conn.remoteAddr as Deno.NetAddr;
+    const pc: PeerConnection = {
+      conn,
+      who: formatAddr(remote),
+      ip: peerIp(remote),
+      lastFiles: null,
+    };
+    open.add(pc);
+    state.counters.connections++;
+    state.counters.openConnections = open.size;
+    if (!quiet) log(`connection from ${pc.who}`);
+    return serve(pc);
+  }
+
+  /** How a dropped peer's files fared: `holder of 2 files (1 moved to another holder, 1 gone)`. */
+  function holderOf(names: string[]): string {
+    const moved = names.filter((n) => state.holdings.has(n)).length;
+    return `holder of ${names.length} file${names.length === 1 ? "" : "s"}` +
+      (names.length ? ` (${moved} moved to another holder, ${names.length - moved} gone)` : "");
   }
 
   function sweep(): void {
@@ -596,13 +687,28 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
       if (now - peer.lastHeard <= peerTimeoutMs) continue;
       const names = state.dropPeer(peer);
       state.counters.peersExpired++;
-      const moved = names.filter((n) => state.holdings.has(n)).length;
       const silent = ((now - peer.lastHeard) / 1000).toFixed(1);
       log(
-        `peer ${hostPort(peer)} expired after ${silent} s of silence: dropped it as holder of ` +
-          `${names.length} file${names.length === 1 ? "" : "s"}` +
-          (names.length ? ` (${moved} moved to another holder, ${names.length - moved} gone)` : ""),
+        `peer ${hostPort(peer)} expired after ${silent} s of silence: dropped it as ${
+          holderOf(names)
+        }`,
       );
+    }
+    // Silent connections go in the same look, not on a timer of their own:
+    // one pass over the open connections every sweep interval costs nothing
+    // even for thousands of them, and needs no timer re-armed per message. A
+    // connection is closed once the tracker has waited the peer timeout for a
+    // complete message line: bytes of an unfinished line do not count, so a
+    // line trickled a byte at a time cannot keep it open either. It closes
+    // between peerTimeout and peerTimeout + sweepInterval after its last
+    // message, together with the peer it spoke for (whose record still
+    // expires on its own, as in the course).
+    for (const pc of open) {
+      if (pc.closedFor || pc.waitingSince === undefined) continue;
+      if (now - pc.waitingSince <= peerTimeoutMs) continue;
+      pc.closedFor = "silence";
+      state.counters.silentClosed++;
+      closeQuietly(pc.conn);
     }
   }
 
@@ -628,7 +734,7 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
     };
   }
 
-  const accepting = acceptLoop();
+  const accepting = acceptEach(listener, welcome, { log });
   const sweeper = setInterval(sweep, sweepIntervalSeconds * 1000);
 
   let http: Deno.HttpServer<Deno.NetAddr> | null = null;
@@ -647,7 +753,7 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
       clearInterval(sweeper);
       closing = true;
       listener.close();
-      await accepting;
+      await accepting.settled();
       if (err instanceof Deno.errors.AddrInUse) {
         throw new CliError(
           `status page port ${httpPort} is already in use: choose another with --http-port`,
@@ -663,9 +769,8 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
       closing = true;
       clearInterval(sweeper);
       listener.close();
-      await accepting;
       for (const pc of open) closeQuietly(pc.conn);
-      await Promise.allSettled([...handlers]);
+      await accepting.settled();
       if (http) await http.shutdown();
     })();
     return closed;
@@ -745,7 +850,8 @@ ${fileRows}
 <p>${c.connections} connections (${c.openConnections} open), ${c.messages} messages
 (${c.fileLists} with file lists, ${c.keepAlives} keep-alives), ${c.responses} directory responses,
 ${c.peersJoined} peers joined, ${c.peersExpired} expired, ${c.rejected} connections rejected,
-${c.unsafeNames} unsafe file names ignored.</p>
+${c.unsafeNames} unsafe file names ignored, ${c.silentClosed} silent connections closed,
+${c.sendTimeouts} closed for not reading, ${c.portChanges} peers replaced by another port of theirs.</p>
 </body></html>
 `;
 }
@@ -756,6 +862,7 @@ const USAGE = `usage: deno run --allow-net p2p/tracker.ts [HOST PORT] [options]
   --port N             port for peers (default 9000)
   --peer-timeout S     drop a peer after S seconds of silence (default 180; fractions allowed)
   --sweep-interval S   look for silent peers every S seconds (default 10; fractions allowed)
+  --send-timeout S     close a peer that has not read a whole reply after S seconds (default 30)
   --http-port N        port of the status page (default: port + 1; 0 for any free one)
   --quiet              no line per keep-alive or connection`;
 
@@ -765,10 +872,13 @@ async function main(): Promise<void> {
     port: { type: "string" },
     "peer-timeout": { type: "string", default: String(DEFAULT_PEER_TIMEOUT_SECONDS) },
     "sweep-interval": { type: "string", default: String(DEFAULT_SWEEP_INTERVAL_SECONDS) },
+    "send-timeout": { type: "string", default: String(DEFAULT_SEND_TIMEOUT_SECONDS) },
     "http-port": { type: "string" },
     quiet: { type: "boolean", default: false },
   }, true);
-  let hostname = (values.host as string | undefined) ?? "127.0.0.1";
+  let hostname = values.host === undefined
+    ? "127.0.0.1"
+    : parseHost(values.host as string, "--host");
   let port = values.port === undefined ? 9000 : parsePort(values.port as string, "--port");
   if (positionals.length > 0) {
     if (positionals.length !== 2) {
@@ -777,7 +887,7 @@ async function main(): Promise<void> {
     if (values.host !== undefined || values.port !== undefined) {
       throw new UsageError("give the address either as HOST PORT or with --host/--port, not both");
     }
-    hostname = parseHostPort(positionals[0], "HOST", 0).hostname;
+    hostname = parseHost(positionals[0], "HOST", "PORT");
     port = parsePort(positionals[1], "PORT");
   }
   const tracker = await startTracker({
@@ -788,6 +898,7 @@ async function main(): Promise<void> {
       : parsePort(values["http-port"] as string, "--http-port"),
     peerTimeoutSeconds: parseSeconds(values["peer-timeout"] as string, "--peer-timeout"),
     sweepIntervalSeconds: parseSeconds(values["sweep-interval"] as string, "--sweep-interval"),
+    sendTimeoutSeconds: parseSeconds(values["send-timeout"] as string, "--send-timeout"),
     quiet: values.quiet as boolean,
   });
   // Ready for Ctrl-C before saying so: a signal right after the line must stop us cleanly.

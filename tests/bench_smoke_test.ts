@@ -1,8 +1,9 @@
 /**
  * Smoke test of the benchmark: `bench/bench.ts --part echo --quick` runs
  * every echo server for real with small sizes, and writes JSON and an SVG
- * chart of the expected shape. It never checks how fast anything is, only
- * that every figure was really measured.
+ * chart of the expected shape; `--part hostile --quick` does the same for
+ * the misbehaving clients. It never checks how fast anything is, only that
+ * every figure was really measured.
  *
  * @module
  */
@@ -26,33 +27,39 @@ function isPositive(n: unknown): boolean {
   return typeof n === "number" && Number.isFinite(n) && n > 0;
 }
 
+/** Runs `bench/bench.ts --quick` for one part, writing into `dir`; returns its stdout. */
+async function runBenchPart(part: string, dir: string): Promise<string> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-all",
+      "bench/bench.ts",
+      "--part",
+      part,
+      "--quick",
+      "--json",
+      `${dir}/results.json`,
+      "--chart",
+      `${dir}/chart.svg`,
+    ],
+    cwd: projectPath("."),
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).output();
+  const stdout = new TextDecoder().decode(out.stdout);
+  const stderr = new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, 0, `bench.ts failed:\n${stdout}\n${stderr}`);
+  return stdout;
+}
+
 Deno.test("bench.ts --part echo --quick measures every echo server and writes JSON and a chart", async () => {
   const dir = await Deno.makeTempDir({ prefix: "bench_smoke_" });
   try {
     const json = `${dir}/results.json`;
     const chart = `${dir}/chart.svg`;
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--allow-all",
-        "bench/bench.ts",
-        "--part",
-        "echo",
-        "--quick",
-        "--json",
-        json,
-        "--chart",
-        chart,
-      ],
-      cwd: projectPath("."),
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-      env: { NO_COLOR: "1" },
-    }).output();
-    const stdout = new TextDecoder().decode(out.stdout);
-    const stderr = new TextDecoder().decode(out.stderr);
-    assert.equal(out.code, 0, `bench.ts failed:\n${stdout}\n${stderr}`);
+    const stdout = await runBenchPart("echo", dir);
     assert.match(stdout, /Echo: .*\n.*conn\/s.*xNode/);
     assert.match(stdout, /Targets\n/);
 
@@ -133,4 +140,58 @@ Transfer/sec:      1.50GB
   assert.equal(clean.errors, 0);
   assert.equal(clean.errorKinds, undefined);
   assert.equal(parseWrk("unable to connect to 127.0.0.1:1").reqPerSec, null);
+});
+
+Deno.test("bench.ts --part hostile --quick measures storm, tiny segments and silent connections", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "bench_smoke_" });
+  try {
+    const stdout = await runBenchPart("hostile", dir);
+    for (const title of ["Reset storm: ", "Tiny segments: ", "Silent connections: ", "Targets"]) {
+      assert.ok(stdout.includes(title), `the report has "${title}"`);
+    }
+    const results = JSON.parse(await Deno.readTextFile(`${dir}/results.json`));
+    assert.equal(results.echo, undefined, "only the hostile part ran");
+    const hostile = results.hostile;
+    const python = haveCommand("python3");
+    const node = haveCommand("node");
+
+    const modes = ["async", "worker", "process"];
+    const ours = [...modes.map((m) => `echo-${m}`), ...modes.map((m) => `proxy-${m}`)];
+    const storm = [...(node ? ["node"] : []), ...(python ? ["python"] : []), ...ours];
+    assert.deepEqual(hostile.storm.map((r: { id: string }) => r.id), storm);
+    for (const row of hostile.storm) {
+      // Good clients alone must be served cleanly; under the storm only the figures count.
+      assert.ok(isPositive(row.alone?.connsPerSec), `${row.label} alone conn/s`);
+      assert.equal(row.alone.errors, 0, `${row.label} alone: ${row.errors}`);
+      if (python) {
+        assert.ok(isPositive(row.resetsPerSec), `${row.label} resets/s = ${row.resetsPerSec}`);
+        assert.equal(typeof row.storm?.connsPerSec, "number", `${row.label} storm conn/s`);
+      }
+    }
+
+    const tiny = [...(node ? ["node"] : []), ...ours];
+    assert.deepEqual(hostile.tiny.map((r: { id: string }) => r.id), tiny);
+    for (const row of hostile.tiny) {
+      assert.ok(isPositive(row.baselineMiB), `${row.label} baseline = ${row.baselineMiB}`);
+      assert.ok(row.peakMiB >= row.baselineMiB, `${row.label} peak >= baseline`);
+      assert.ok(isPositive(row.bytesSent), `${row.label} bytes sent = ${row.bytesSent}`);
+    }
+
+    const silent = hostile.silent;
+    assert.deepEqual(silent.errors, []);
+    assert.equal(silent.opened, hostile.settings.silentConns);
+    assert.ok(isPositive(silent.initMaxMs), `Init max = ${silent.initMaxMs}`);
+    assert.ok(
+      silent.fdsWithSilent >= silent.opened,
+      "the tracker holds a descriptor per connection",
+    );
+    assert.equal(typeof silent.closedByServer, "number");
+
+    // Two per storm row of ours, one per tiny row of ours, two for the tracker.
+    assert.equal(hostile.targets.length, ours.length * 3 + 2);
+    const svg = await Deno.readTextFile(`${dir}/chart.svg`);
+    assert.ok(svg.includes("Hostile: good clients served beside"), "the chart has the storm group");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

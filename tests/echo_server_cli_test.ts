@@ -56,20 +56,36 @@ Deno.test("echo_server.ts --quiet still reports a connection that ended badly", 
   await server.waitFor(/^Closed 127\.0\.0\.1:\d+ \((reset by the client|error: .*)\)/);
 });
 
-Deno.test("echo_server.ts --max-conns closes connections beyond the limit with a log line", async () => {
+Deno.test("echo_server.ts --max-conns 1: a second client waits until the first is done, then is served", async () => {
   await using server = await startScript("echo_server.ts", ["--port", "0", "--max-conns", "1"]);
   const first = await Deno.connect({ port: server.port });
   try {
     await server.waitFor(/Connected by/);
     const second = await Deno.connect({ port: server.port });
-    assert.equal((await readAll(second)).length, 0);
-    second.close();
-    await server.waitFor(/refused 127\.0\.0\.1:\d+: already serving 1 connections/);
-    await first.write(new TextEncoder().encode("ok"));
-    await first.closeWrite();
-    assert.equal(new TextDecoder().decode(await readAll(first)), "ok");
+    try {
+      await second.write(new TextEncoder().encode("two"));
+      await second.closeWrite();
+      await server.waitFor(/new clients wait until one finishes/);
+      // The first client is served as if the second were not there.
+      await first.write(new TextEncoder().encode("ok"));
+      await first.closeWrite();
+      assert.equal(new TextDecoder().decode(await readAll(first)), "ok");
+      first.close();
+      // Then the second is accepted, only after the first was closed, and gets its echo.
+      assert.equal(new TextDecoder().decode(await readAll(second)), "two");
+      const order = server.lines.filter((l) => /^(Connected by|Closed) /.test(l)).map((l) =>
+        l.split(" ")[0]
+      );
+      assert.deepEqual(order.slice(0, 3), ["Connected", "Closed", "Connected"]);
+    } finally {
+      second.close();
+    }
   } finally {
-    first.close();
+    try {
+      first.close();
+    } catch {
+      // Closed above already.
+    }
   }
 });
 
