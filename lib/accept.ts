@@ -20,7 +20,7 @@
  *
  * @example
  * ```ts
- * import { acceptEach } from "./lib/accept.ts";
+ * import { acceptEach } from "./accept.ts";
  * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
  * const loop = acceptEach(listener, async (conn) => {
  *   await conn.write(new TextEncoder().encode("hello\n"));

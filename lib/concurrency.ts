@@ -22,7 +22,7 @@
  *
  * @example
  * ```ts
- * import { serve } from "./lib/concurrency.ts";
+ * import { serve } from "./concurrency.ts";
  * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
  * await using server = await serve(
  *   listener,
@@ -133,6 +133,8 @@ export const MAX_POOL_SIZE = 32;
 export interface ServerStats extends AcceptStats {
   /** Workers or children replaced after dying. */
   restarts: number;
+  /** Tries to start a replacement that failed (each retry counts). */
+  startFailures: number;
 }
 
 /** A running server; `await using` closes it. */
@@ -170,7 +172,7 @@ interface Runner {
  *
  * @example
  * ```ts
- * import { serve } from "./lib/concurrency.ts";
+ * import { serve } from "./concurrency.ts";
  * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
  * await using server = await serve(
  *   listener,
@@ -187,7 +189,7 @@ export async function serve<O>(
 ): Promise<ConnectionServer> {
   const mode = options.mode ?? "async";
   const log = options.log ?? printLog;
-  const stats: ServerStats = { ...newAcceptStats(), restarts: 0 };
+  const stats: ServerStats = { ...newAcceptStats(), restarts: 0, startFailures: 0 };
   let runner: Runner;
   try {
     runner = mode === "async"
@@ -228,7 +230,7 @@ export async function serve<O>(
  *
  * @example
  * ```ts
- * import { serveConnections } from "./lib/concurrency.ts";
+ * import { serveConnections } from "./concurrency.ts";
  * await using server = await serveConnections({
  *   handler: { module: new URL("../echo_server.ts", import.meta.url).href, name: "echoHandler" },
  *   handlerOptions: { quiet: true },
@@ -348,10 +350,17 @@ class PoolRunner<O> implements Runner {
   // Starts the guest for slot `i` and resolves once it is ready.
   async #launch(i: number): Promise<void> {
     let ready!: () => void;
-    const isReady = new Promise<void>((resolve) => ready = resolve);
+    let refused!: (err: Error) => void;
+    const isReady = new Promise<void>((resolve, reject) => {
+      ready = resolve;
+      refused = reject;
+    });
+    isReady.catch(() => {}); // a refusal after the start timed out must not go unhandled
     const guest = this.#factory((message) => {
       if (message.t === "ready") ready();
-      else if (message.t === "log") this.log(message.line);
+      else if (message.t === "failed") {
+        refused(new CliError(`${this.mode} failed to start: ${message.reason}`));
+      } else if (message.t === "log") this.log(message.line);
       else guest.conns.get(message.id)?.receive(message);
     });
     guest.send({ t: "init", handler: this.ref, options: this.options.handlerOptions });
@@ -417,6 +426,7 @@ class PoolRunner<O> implements Runner {
         this.stats.restarts++;
         return;
       } catch (err) {
+        this.stats.startFailures++;
         waitMs = Math.min(Math.max(RESTART_FIRST_MS, waitMs * 2), RESTART_MAX_MS);
         if (!this.#crashLoopReported) {
           this.#crashLoopReported = true;

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { errorMessage } from "./cli.ts";
 import { type ConnectionHandler, loadHandler, runHandler } from "./handler.ts";
 import { type GuestMessage, type HostMessage, type Link, RemoteConn } from "./mux.ts";
 
@@ -27,7 +28,13 @@ export function startGuest(link: Link<GuestMessage>): (message: HostMessage) => 
 
   return async (message) => {
     if (message.t === "init") {
-      handler = await loadHandler(message.handler);
+      try {
+        handler = await loadHandler(message.handler);
+      } catch (err) {
+        // One line for the host to report (once, however often it retries), not a stack trace.
+        link.send({ t: "failed", reason: `could not load the handler: ${errorMessage(err)}` });
+        return;
+      }
       options = message.options;
       link.send({ t: "ready" });
     } else if (message.t === "open") {

@@ -5,7 +5,7 @@
  *
  * @example
  * ```ts
- * import { loadHandler, runHandler } from "./lib/handler.ts";
+ * import { loadHandler, runHandler } from "./handler.ts";
  * const handler = await loadHandler({ module: new URL("../echo_server.ts", import.meta.url).href, name: "echoHandler" });
  * const listener = Deno.listen({ port: 0 });
  * const conn = await listener.accept();

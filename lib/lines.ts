@@ -12,7 +12,7 @@
  *
  * @example
  * ```ts
- * import { LineReader } from "./lib/lines.ts";
+ * import { LineReader } from "./lines.ts";
  * const conn = await Deno.connect({ hostname: "127.0.0.1", port: 9000 });
  * const lines = new LineReader(conn, 1024 * 1024);
  * const reply = await lines.readLine(); // null once the tracker hung up

@@ -4,7 +4,7 @@
  *
  * @example
  * ```ts
- * import { preview } from "./lib/log.ts";
+ * import { preview } from "./log.ts";
  * preview(new TextEncoder().encode("Foobar\n")); // '"Foobar\\n"'
  * ```
  * @module

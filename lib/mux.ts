@@ -84,6 +84,7 @@ export type HostMessage =
 /** Messages from guest to host. */
 export type GuestMessage =
   | { t: "ready" }
+  | { t: "failed"; reason: string }
   | { t: "log"; line: string }
   | { t: "data"; id: number; bytes: Uint8Array<ArrayBuffer> }
   | { t: "eof"; id: number }
@@ -112,7 +113,18 @@ export interface Link<Out extends Message> {
 const FRAME_HEADER_BYTES = 9;
 /** Largest payload a frame may carry; anything bigger means a broken link. */
 const MAX_FRAME_PAYLOAD_BYTES = 16 * 1024 * 1024;
-const TYPES = ["init", "open", "data", "eof", "ack", "reset", "ready", "log", "close"] as const;
+const TYPES = [
+  "init",
+  "open",
+  "data",
+  "eof",
+  "ack",
+  "reset",
+  "ready",
+  "log",
+  "close",
+  "failed",
+] as const;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 

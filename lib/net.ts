@@ -11,7 +11,7 @@
  *
  * @example
  * ```ts
- * import { connectTo, writeAll } from "./lib/net.ts";
+ * import { connectTo, writeAll } from "./net.ts";
  * const conn = await connectTo("127.0.0.1", 8001, 5);
  * await writeAll(conn, new TextEncoder().encode("Foobar\n"));
  * await conn.closeWrite();
@@ -210,7 +210,7 @@ export interface ListenOptions {
  *
  * @example
  * ```ts
- * import { explainListenError } from "./lib/net.ts";
+ * import { explainListenError } from "./net.ts";
  * try {
  *   Deno.listen({ hostname: "127.0.0.1", port: 8001 });
  * } catch (err) {

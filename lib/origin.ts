@@ -5,7 +5,7 @@
  *
  * @example
  * ```ts
- * import { startOrigin } from "./lib/origin.ts";
+ * import { startOrigin } from "./origin.ts";
  * await using origin = await startOrigin({ pages: { "/": "<h1>hello</h1>" } });
  * console.log(`try: deno run --allow-net client.ts --host 127.0.0.1 --port ${origin.addr.port}`);
  * ```

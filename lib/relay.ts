@@ -9,7 +9,7 @@
  *
  * @example
  * ```ts
- * import { relay } from "./lib/relay.ts";
+ * import { relay } from "./relay.ts";
  * const listener = Deno.listen({ port: 8080 });
  * const client = await listener.accept();
  * const upstream = await Deno.connect({ hostname: "127.0.0.1", port: 8000 });

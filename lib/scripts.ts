@@ -6,7 +6,7 @@
  *
  * @example
  * ```ts
- * import { startScript } from "./lib/scripts.ts";
+ * import { startScript } from "./scripts.ts";
  * await using echo = await startScript("echo_server.ts", ["--port", "0"]);
  * console.log(`echo server on port ${echo.port}`);
  * ```
@@ -59,7 +59,7 @@ export function startScript(
  *
  * @example
  * ```ts
- * import { startCommand } from "./lib/scripts.ts";
+ * import { startCommand } from "./scripts.ts";
  * await using peer = await startCommand("python3", ["peer.py", "127.0.0.1", "9000"]);
  * ```
  */

@@ -5,8 +5,8 @@
  *
  * @example
  * ```ts
- * import { readServerFlags, serverFlags, serverUsage } from "./lib/server_cli.ts";
- * import { parseCli } from "./lib/cli.ts";
+ * import { readServerFlags, serverFlags, serverUsage } from "./server_cli.ts";
+ * import { parseCli } from "./cli.ts";
  * const USAGE = `usage: my_server.ts [options]\n${serverUsage(9000)}`;
  * const { values } = parseCli(Deno.args, USAGE, serverFlags(9000));
  * console.log(readServerFlags(values));
@@ -72,7 +72,7 @@ export function readServerFlags(values: ParsedCli["values"]): ServerOptions {
  *
  * @example
  * ```ts
- * import { parseWorkers } from "./lib/server_cli.ts";
+ * import { parseWorkers } from "./server_cli.ts";
  * parseWorkers("4"); // 4
  * ```
  */

@@ -16,7 +16,7 @@
  *
  * @example
  * ```ts
- * import { listSharedFiles } from "./p2p/files.ts";
+ * import { listSharedFiles } from "./files.ts";
  * for (const file of await listSharedFiles("/tmp/share")) console.log(file.name, file.size);
  * ```
  * @module
@@ -556,7 +556,7 @@ class IdleReader implements Reader {
  *
  * @example
  * ```ts
- * import { writeAll } from "./lib/net.ts";
+ * import { writeAll } from "../lib/net.ts";
  * const conn = await Deno.connect({ hostname: "127.0.0.1", port: 8000 });
  * const out = new IdleWriter(conn, 30_000);
  * await writeAll(out, new TextEncoder().encode("a.txt\n"));

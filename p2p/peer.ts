@@ -124,9 +124,9 @@ export interface FileHandlerOptions {
  *
  * @example
  * ```ts
- * import { serveConnections } from "./lib/concurrency.ts";
+ * import { serveConnections } from "../lib/concurrency.ts";
  * await using server = await serveConnections({
- *   handler: { module: new URL("./p2p/peer.ts", import.meta.url).href, name: "fileRequestHandler" },
+ *   handler: { module: new URL("./peer.ts", import.meta.url).href, name: "fileRequestHandler" },
  *   handlerOptions: { dir: await Deno.realPath("share") },
  * });
  * ```
@@ -320,7 +320,7 @@ export interface Peer extends AsyncDisposable {
  *
  * @example
  * ```ts
- * import { startPeer } from "./p2p/peer.ts";
+ * import { startPeer } from "./peer.ts";
  * await using peer = await startPeer({ dir: "share", tracker: { hostname: "127.0.0.1", port: 9000 } });
  * console.log(`serving files on port ${peer.addr.port}`);
  * ```

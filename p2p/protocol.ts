@@ -12,7 +12,7 @@
  *
  * @example
  * ```ts
- * import { encodeLine, parsePeerMessage } from "./p2p/protocol.ts";
+ * import { encodeLine, parsePeerMessage } from "./protocol.ts";
  * const msg = parsePeerMessage('{"port": 8001, "files": [{"name": "a.txt", "mtime": 1700000000}]}');
  * encodeLine({ port: msg.port }); // the bytes of '{"port": 8001}\n'
  * ```

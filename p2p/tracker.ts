@@ -451,7 +451,7 @@ class TrackerState {
  *
  * @example
  * ```ts
- * import { startTracker } from "./p2p/tracker.ts";
+ * import { startTracker } from "./tracker.ts";
  * await using tracker = await startTracker({ quiet: true, httpPort: null });
  * console.log(`peers connect to port ${tracker.addr.port}`);
  * ```
@@ -860,7 +860,8 @@ const USAGE = `usage: deno run --allow-net p2p/tracker.ts [HOST PORT] [options]
   HOST PORT            where to listen, as the course's tracker takes them
   --host ADDR          address to listen on (default 127.0.0.1; 0.0.0.0 for all)
   --port N             port for peers (default 9000)
-  --peer-timeout S     drop a peer after S seconds of silence (default 180; fractions allowed)
+  --peer-timeout S     drop a peer and close its connection after S seconds of silence
+                       (default 180; fractions allowed)
   --sweep-interval S   look for silent peers every S seconds (default 10; fractions allowed)
   --send-timeout S     close a peer that has not read a whole reply after S seconds (default 30)
   --http-port N        port of the status page (default: port + 1; 0 for any free one)

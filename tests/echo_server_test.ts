@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { startEchoServer } from "../echo_server.ts";
 import { type Mode, MODE_PERMISSIONS, MODES, serveConnections } from "../lib/concurrency.ts";
 import { writeAll } from "../lib/net.ts";
+import { projectPath } from "../lib/scripts.ts";
 import {
   assertFdsLevelOff,
   exchange,
@@ -151,6 +152,63 @@ for (const mode of ["worker", "process"] as const) {
     } finally {
       doomed.close();
       bystander.close();
+    }
+  });
+
+  Deno.test(`serveConnections() in ${mode} mode: a ${mode} that cannot start is retried with backoff, reported once`, async () => {
+    const dir = projectPath("tests/tmp");
+    await Deno.mkdir(dir, { recursive: true });
+    const marker = await Deno.makeTempFile({ dir, prefix: "crash_marker_" });
+    await Deno.remove(marker);
+    const said: string[] = [];
+    const module = new URL(
+      `./fixtures/crash_on_load.ts?marker=${encodeURIComponent(marker)}`,
+      import.meta.url,
+    ).href;
+    await using server = await serveConnections({
+      handler: { module, name: "echoUnlessMarked" },
+      handlerOptions: {},
+      mode,
+      poolSize: 2,
+      log: (line) => said.push(line),
+    });
+    try {
+      const bystander = await Deno.connect({ port: server.addr.port });
+      const doomed = await Deno.connect({ port: server.addr.port });
+      try {
+        await waitUntil(() => server.stats.active === 2, 5000, "both connections");
+        // From now on every fresh guest fails while loading its handler.
+        await Deno.writeTextFile(marker, "crash");
+        await writeAll(doomed, new TextEncoder().encode("die\n"));
+        assert.equal((await readAll(doomed)).length, 0);
+        await waitUntil(() => server.stats.startFailures >= 2, 10_000, "two failed restarts");
+        // The crash loop waits longer after each failure: over two more seconds only a handful
+        // of tries (100, 200, 400, 800 ms... apart), where a retry at once would make dozens.
+        const before = server.stats.startFailures;
+        await new Promise((resolve) => setTimeout(resolve, 2000));
+        const tries = server.stats.startFailures - before;
+        assert.ok(tries <= 4, `${tries} restart tries in 2 s`);
+        assert.equal(
+          said.filter((l) => l.includes("could not restart")).length,
+          1,
+          said.join("\n"),
+        );
+        // The healthy guest goes on serving meanwhile.
+        await writeAll(bystander, new TextEncoder().encode("unaffected\n"));
+        await bystander.closeWrite();
+        assert.equal(new TextDecoder().decode(await readAll(bystander)), "unaffected\n");
+      } finally {
+        doomed.close();
+        bystander.close();
+      }
+      // The cause goes away: the empty slot is filled again, without anyone's help.
+      await Deno.remove(marker);
+      await waitUntil(() => server.stats.restarts === 1, 15_000, "the slot to be refilled");
+      assert.equal(server.childPids().length, mode === "process" ? 2 : 0);
+      const got = await exchange(server.addr.port, new TextEncoder().encode("after\n"));
+      assert.equal(new TextDecoder().decode(got.received), "after\n");
+    } finally {
+      await Deno.remove(marker).catch(() => {});
     }
   });
 
