@@ -99,13 +99,11 @@ export async function relay(
     finished.push(bName);
   }
 
-  // A direction that cannot write any more stops alone: the other one may still
-  // have a reply to deliver. A side that fails to read is gone: close everything.
-  const onError = (err: unknown) => {
-    const reason = err instanceof Error ? err.message : String(err);
-    if (err instanceof EndError && err.op === "write") failure ??= reason;
-    else abort(reason);
-  };
+  // An end that fails a read or a write (reset, gone) is gone for both directions, so the
+  // whole relay ends: the other direction may be blocked writing to a peer that stopped
+  // reading, and would otherwise hold both connections until the idle timeout. Orderly
+  // ends (half-closes) are not errors and keep the other direction flowing.
+  const onError = (err: unknown) => abort(err instanceof Error ? err.message : String(err));
 
   const idleMs = (options.idleTimeoutSeconds ?? 0) * 1000;
   let idleTimer: ReturnType<typeof setTimeout> | undefined;
