@@ -38,8 +38,8 @@ import { CliError } from "./cli.ts";
 import { type ConnectionHandler, loadHandler, runHandler } from "./handler.ts";
 import { type Log, printLog } from "./log.ts";
 import {
-  encodeFrame,
   FrameDecoder,
+  FrameWriter,
   type GuestMessage,
   type HandlerRef,
   HostConn,
@@ -543,6 +543,7 @@ function childFactory(permissions: string[]): GuestFactory {
         "run",
         "--quiet",
         "--no-prompt",
+        "--v8-flags=--max-semi-space-size=4",
         `--allow-read=${codeDir}`,
         ...permissions,
         entry.href,
@@ -559,7 +560,8 @@ function childFactory(permissions: string[]): GuestFactory {
         // Gone already.
       }
     };
-    let broken = false;
+    // Runs of small frames go to the child in one write (see FrameWriter).
+    const out = new FrameWriter((bytes) => writer.write(bytes));
     const exited = (async () => {
       let why: string | null = null;
       const frames = new FrameDecoder();
@@ -579,8 +581,7 @@ function childFactory(permissions: string[]): GuestFactory {
         kill();
       }
       const status = await child.status;
-      // Release our end of its stdin too (a no-op when stop() closed it).
-      broken = true;
+      // Release our end of its stdin too (a no-op when stop() closed it); later sends fail.
       await writer.abort().catch(() => {});
       return why ?? (status.signal ? `killed by ${status.signal}` : `exit code ${status.code}`);
     })();
@@ -589,10 +590,7 @@ function childFactory(permissions: string[]): GuestFactory {
       exited,
       pid: child.pid,
       copiesData: true,
-      send(message) {
-        if (broken) return;
-        writer.write(encodeFrame(message)).catch(() => broken = true);
-      },
+      send: (message) => out.send(message),
       stop() {
         // Closing stdin tells the child to finish; a stuck one is killed.
         writer.close().catch(() => {});

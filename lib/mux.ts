@@ -27,7 +27,7 @@
  * @module
  */
 
-import { closeQuietly, type Connection, writeAll } from "./net.ts";
+import { closeQuietly, concatBytes, type Connection, writeAll } from "./net.ts";
 
 /** Cost of unacknowledged messages allowed per connection and direction, in bytes. */
 export const WINDOW_BYTES = 1024 * 1024;
@@ -60,6 +60,12 @@ export const RELAY_READ_BYTES = 256 * 1024;
  * large chunks while thousands of idle ones hold 16 KiB each, not 256 KiB.
  */
 const FIRST_READ_BYTES = 16 * 1024;
+
+/** A socket read shorter than this may be held back and joined with the next ones. */
+const SMALL_READ_BYTES = 1024;
+
+/** Most bytes of small reads held back before they are sent anyway. */
+const HOLD_BYTES = 16 * 1024;
 
 /** The guest acknowledges what its handler read once this much cost piles up (or it caught up). */
 const ACK_BATCH_BYTES = WINDOW_BYTES / 4;
@@ -159,6 +165,61 @@ export function encodeFrame(message: Message): Uint8Array {
   return frame;
 }
 
+/** Frames shorter than this are joined with their neighbours into one write. */
+const SMALL_FRAME_BYTES = 4 * 1024;
+
+/**
+ * Sends messages as frames through one byte stream (a child's stdin, or a
+ * child's own stdout), in order, one write at a time. Runs of small frames
+ * (acknowledgements, ends, the tiny data chunks of a client that sends byte
+ * by byte) are joined into one write instead of a write and a promise each;
+ * large data frames go out as they are, without another copy.
+ */
+export class FrameWriter {
+  #pending: Uint8Array[] = [];
+  #flushing = false;
+  #broken = false;
+
+  /**
+   * @param write writes all of one buffer.
+   * @param onBroken called once when a write fails (the other end is gone).
+   */
+  constructor(
+    readonly write: (bytes: Uint8Array) => Promise<void>,
+    readonly onBroken: () => void = () => {},
+  ) {}
+
+  /** Queues one message; it is written after every message queued before it. */
+  send(message: Message): void {
+    if (this.#broken) return;
+    this.#pending.push(encodeFrame(message));
+    this.#flush();
+  }
+
+  async #flush(): Promise<void> {
+    if (this.#flushing) return;
+    this.#flushing = true;
+    const pending = this.#pending;
+    try {
+      while (pending.length > 0 && !this.#broken) {
+        let batch = pending.shift()!;
+        if (batch.length < SMALL_FRAME_BYTES && pending[0]?.length < SMALL_FRAME_BYTES) {
+          const parts = [batch];
+          while (pending[0]?.length < SMALL_FRAME_BYTES) parts.push(pending.shift()!);
+          batch = concatBytes(parts);
+        }
+        await this.write(batch);
+      }
+    } catch {
+      this.#broken = true;
+      pending.length = 0;
+      this.onBroken();
+    } finally {
+      this.#flushing = false;
+    }
+  }
+}
+
 /**
  * Splits a byte stream back into messages, however the pipe cut it.
  * Throws on a frame that cannot be ours (unknown type or absurd length).
@@ -243,6 +304,9 @@ export class HostConn {
   #guestEof = false;
   #wroteEof = false;
   #guestClosed = false;
+  /** Small reads held back while the guest has not caught up (see `#readLoop`). */
+  #held: Uint8Array<ArrayBuffer> | null = null;
+  #heldBytes = 0;
 
   constructor(
     readonly id: number,
@@ -277,6 +341,8 @@ export class HostConn {
         break;
       case "ack":
         this.#unacked -= message.n;
+        // The guest made progress: what was held back for it goes now.
+        this.#sendHeld();
         this.#wake();
         return;
       default:
@@ -318,9 +384,23 @@ export class HostConn {
         const n = await this.conn.read(buffer);
         if (this.#finished) return;
         if (n === null) {
+          this.#sendHeld();
           this.link.send({ t: "eof", id: this.id });
           return;
         }
+        // Nagle's rule, one layer up: while the guest has not yet read what we sent, a small
+        // read waits to be joined with the next ones, so a client that sends byte by byte
+        // costs one message per guest round trip instead of one per byte. The guest always
+        // acknowledges when it has read everything, which sends what was held: a handler
+        // waiting for data never waits for this.
+        if (n < SMALL_READ_BYTES && this.#unacked > 0) {
+          if (this.#heldBytes + n > HOLD_BYTES) this.#sendHeld();
+          this.#held ??= new Uint8Array(HOLD_BYTES);
+          this.#held.set(buffer.subarray(0, n), this.#heldBytes);
+          this.#heldBytes += n;
+          continue;
+        }
+        this.#sendHeld();
         let bytes: Uint8Array<ArrayBuffer>;
         if (this.link.copiesData) {
           bytes = buffer.subarray(0, n);
@@ -339,6 +419,17 @@ export class HostConn {
     } catch (err) {
       this.#fail(err);
     }
+  }
+
+  /** Sends the small reads held back, if any, as one message. */
+  #sendHeld(): void {
+    if (this.#heldBytes === 0 || this.#finished) return;
+    const bytes = this.link.copiesData
+      ? this.#held!.subarray(0, this.#heldBytes)
+      : this.#held!.slice(0, this.#heldBytes);
+    this.#unacked += this.link.copiesData ? bytes.length + MESSAGE_COST_BYTES : messageCost(bytes);
+    this.#heldBytes = 0;
+    this.link.send({ t: "data", id: this.id, bytes });
   }
 
   // Guest -> socket, in order; each write is acknowledged once done.
