@@ -39,11 +39,12 @@ import {
 } from "./report.ts";
 import {
   ourServerCommand,
-  ROOT,
   RssSampler,
   type RunningServer,
   runTool,
   spawnServer,
+  startResetStorm,
+  type StormReport,
 } from "./servers.ts";
 import type { SilentConnsResult } from "./silent_conns.ts";
 import type { TinySenderResult } from "./tiny_sender.ts";
@@ -308,18 +309,9 @@ async function goodClients(
   };
 }
 
-/** What reset_storm.py reports. */
-interface StormReport {
-  resets: number;
-  failures: number;
-  seconds: number;
-  resetsPerSec: number;
-  firstError: string | null;
-}
-
 /**
  * Runs `during` beside a reset storm on `port`: the storm starts first, and
- * stops (at the end of its stdin) once `during` is done.
+ * stops once `during` is done.
  */
 async function besideStorm<T>(
   python: string,
@@ -327,60 +319,14 @@ async function besideStorm<T>(
   settings: HostileSettings,
   during: () => Promise<T>,
 ): Promise<{ result: T; storm: StormReport }> {
-  // Its longest run, should the end of its stdin go astray: the good clients and their grace.
-  const maxSeconds = settings.goodSeconds + 15;
-  const child = new Deno.Command(python, {
-    args: [
-      "bench/reset_storm.py",
-      String(port),
-      "--rate",
-      String(settings.resetRate),
-      "--seconds",
-      String(maxSeconds),
-      "--until-eof",
-    ],
-    cwd: ROOT,
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const stderr = new Response(child.stderr).text();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let said = "";
-  const readUntil = async (pattern: RegExp): Promise<boolean> => {
-    while (!pattern.test(said)) {
-      const { value, done } = await reader.read();
-      if (done) return false;
-      said += value;
-    }
-    return true;
-  };
-  const kill = () => {
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // It has exited already.
-    }
-  };
-  const killer = setTimeout(kill, (maxSeconds + 10) * 1000);
-  try {
-    if (!await readUntil(/^storming$/m)) {
-      throw new Error(`reset_storm.py did not start: ${(await stderr).trim().split("\n").pop()}`);
-    }
-    const result = await during();
-    await child.stdin.close();
-    if (!await readUntil(/^\{.*\}$/m)) {
-      throw new Error(
-        `reset_storm.py printed no report: ${(await stderr).trim().split("\n").pop()}`,
-      );
-    }
-    const line = said.split("\n").find((l) => l.startsWith("{"))!;
-    return { result, storm: JSON.parse(line) as StormReport };
-  } finally {
-    clearTimeout(killer);
-    kill();
-    await child.status;
-  }
+  await using storm = await startResetStorm(port, {
+    python,
+    rate: settings.resetRate,
+    // Its longest run, should the end of its stdin go astray: the good clients and their grace.
+    maxSeconds: settings.goodSeconds + 15,
+  });
+  const result = await during();
+  return { result, storm: await storm.stop() };
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));

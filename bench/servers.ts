@@ -237,3 +237,124 @@ export class RssSampler {
     return last.startsWith("{") ? JSON.parse(last) : { peakBytes: 0, peakProcesses: 0 };
   }
 }
+
+/** What `bench/reset_storm.py` reports when it stops. */
+export interface StormReport {
+  /** Connections made and reset. */
+  resets: number;
+  /** Connections that could not be made. */
+  failures: number;
+  /** How long it ran. */
+  seconds: number;
+  /** Resets per second it reached. */
+  resetsPerSec: number;
+  /** The first failure, if any. */
+  firstError: string | null;
+}
+
+/** A running reset storm; `stop()` ends it and resolves with its report. */
+export interface ResetStorm extends AsyncDisposable {
+  stop(): Promise<StormReport>;
+}
+
+/** Options for {@linkcode startResetStorm}. */
+export interface ResetStormOptions {
+  /** The Python interpreter. @default {"python3"} */
+  python?: string;
+  /** Resets per second to aim for. @default {300} */
+  rate?: number;
+  /** Its own time limit in seconds, should the end of its stdin go astray. @default {60} */
+  maxSeconds?: number;
+  /** Milliseconds it may take to start, and to stop and report. @default {10_000} */
+  startStopMs?: number;
+}
+
+/**
+ * Starts `bench/reset_storm.py` against `port` on 127.0.0.1: connections
+ * opened and reset at once (SO_LINGER 0) at a steady rate, as port scanners
+ * and killed load tools do. Resolves once the first one was reset; the end
+ * of its stdin (`stop()`) stops it.
+ *
+ * @example
+ * ```ts
+ * import { startResetStorm } from "./servers.ts";
+ * await using storm = await startResetStorm(8001, { rate: 200 });
+ * // ... serve good clients on 8001 meanwhile ...
+ * console.log((await storm.stop()).resetsPerSec, "resets/s");
+ * ```
+ */
+export async function startResetStorm(
+  port: number,
+  options: ResetStormOptions = {},
+): Promise<ResetStorm> {
+  const startStopMs = options.startStopMs ?? 10_000;
+  const child = new Deno.Command(options.python ?? "python3", {
+    args: [
+      projectPath("bench/reset_storm.py"),
+      String(port),
+      "--rate",
+      String(options.rate ?? 300),
+      "--seconds",
+      String(options.maxSeconds ?? 60),
+      "--until-eof",
+    ],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stderr = new Response(child.stderr).text();
+  const lastLine = async () => (await stderr).trim().split("\n").pop();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let said = "";
+  const readUntil = async (pattern: RegExp): Promise<boolean> => {
+    while (!pattern.test(said)) {
+      const { value, done } = await reader.read();
+      if (done) return false;
+      said += value;
+    }
+    return true;
+  };
+  const kill = () => {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // It exited already.
+    }
+  };
+  // Whatever happens, the child exits, its output is read to the end, and its stdin is closed.
+  let ended: Promise<void> | null = null;
+  const end = () =>
+    ended ??= (async () => {
+      kill();
+      await child.status;
+      while (!(await reader.read()).done) {
+        // Output after the report: none expected.
+      }
+      await child.stdin.close().catch(() => {});
+      await stderr;
+    })();
+  const killer = setTimeout(kill, startStopMs);
+  const started = await readUntil(/^storming$/m);
+  clearTimeout(killer);
+  if (!started) {
+    await end();
+    throw new Error(`reset_storm.py did not start: ${await lastLine()}`);
+  }
+  return {
+    async stop() {
+      const killer = setTimeout(kill, startStopMs);
+      try {
+        // The end of its stdin stops it; it prints one JSON line and exits.
+        await child.stdin.close().catch(() => {});
+        if (!await readUntil(/^\{.*\}$/m)) {
+          throw new Error(`reset_storm.py printed no report: ${await lastLine()}`);
+        }
+        return JSON.parse(said.split("\n").find((l) => l.startsWith("{"))!) as StormReport;
+      } finally {
+        clearTimeout(killer);
+        await end();
+      }
+    },
+    [Symbol.asyncDispose]: end,
+  };
+}

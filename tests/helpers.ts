@@ -7,7 +7,7 @@
  */
 
 import { createHash } from "node:crypto";
-import { concatBytes, READ_BUFFER_BYTES, writeAll } from "../lib/net.ts";
+import { closeQuietly, concatBytes, listenOn, READ_BUFFER_BYTES, writeAll } from "../lib/net.ts";
 
 export {
   haveCommand,
@@ -184,4 +184,49 @@ export async function assertFdsLevelOff(
   if (after300 > after100 + 4) {
     throw new Error(`file descriptors grew from ${after100} to ${after300} over 200 connections`);
   }
+}
+
+/** A raw TCP origin started by {@linkcode startRawOrigin}. */
+export interface RawOrigin extends AsyncDisposable {
+  port: number;
+  /** Resolves with the result of `serve` for the n-th connection (0-based). */
+  served(n: number): Promise<unknown>;
+}
+
+/**
+ * A raw TCP origin on 127.0.0.1 for the proxy tests: runs `serve` on each
+ * connection it accepts (with the connection's 0-based index), and closes
+ * them all at the end.
+ */
+export function startRawOrigin(
+  serve: (conn: Deno.TcpConn, index: number) => Promise<unknown>,
+): RawOrigin {
+  const listener = listenOn();
+  const conns = new Set<Deno.TcpConn>();
+  const results: Promise<unknown>[] = [];
+  const waiting: ((result: Promise<unknown>) => void)[] = [];
+  const accepting = (async () => {
+    for await (const conn of listener) {
+      // Connections stay open until the end of the test: closing one whose reply is still
+      // queued in the kernel could turn into a reset under memory pressure, and lose its tail.
+      conns.add(conn);
+      const result = serve(conn, results.length);
+      result.catch(() => {});
+      results.push(result);
+      waiting.shift()?.(result);
+    }
+  })().catch(() => {});
+  return {
+    port: listener.addr.port,
+    served: (n) =>
+      n < results.length
+        ? results[n]
+        : new Promise<Promise<unknown>>((resolve) => waiting.push(resolve)).then((r) => r),
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      await accepting;
+      for (const conn of conns) closeQuietly(conn);
+      await Promise.allSettled(results);
+    },
+  };
 }

@@ -24,10 +24,11 @@
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
+import { type ResetStorm, startResetStorm as startStorm } from "../bench/servers.ts";
 import { startEchoServer } from "../echo_server.ts";
 import { MODE_PERMISSIONS, MODES } from "../lib/concurrency.ts";
 import { LineReader } from "../lib/lines.ts";
-import { closeQuietly, listenOn, READ_BUFFER_BYTES, writeAll } from "../lib/net.ts";
+import { closeQuietly, READ_BUFFER_BYTES, writeAll } from "../lib/net.ts";
 import { startOrigin } from "../lib/origin.ts";
 import { peerPermissions } from "../p2p/peer.ts";
 import { DIRECTORY_MAX_LINE_BYTES, encodeLine, parseDirectory } from "../p2p/protocol.ts";
@@ -37,11 +38,11 @@ import {
   childrenOf,
   exchange,
   haveCommand,
-  projectPath,
   randomBytes,
   readAll,
   rssBytes,
   sha256,
+  startRawOrigin,
   startScript,
   waitUntil,
   withTimeout,
@@ -121,32 +122,6 @@ function statusLine(reply: Uint8Array): string {
   return text.slice(0, Math.max(0, text.indexOf("\r\n")));
 }
 
-/** A raw TCP origin for the proxy: runs `serve` on each connection; closes them all at the end. */
-interface RawOrigin extends AsyncDisposable {
-  port: number;
-}
-
-function startRawOrigin(serve: (conn: Deno.TcpConn, index: number) => Promise<unknown>): RawOrigin {
-  const listener = listenOn();
-  const conns = new Set<Deno.TcpConn>();
-  const served: Promise<unknown>[] = [];
-  const accepting = (async () => {
-    for await (const conn of listener) {
-      conns.add(conn);
-      served.push(serve(conn, served.length).catch(() => {}));
-    }
-  })().catch(() => {});
-  return {
-    port: listener.addr.port,
-    async [Symbol.asyncDispose]() {
-      listener.close();
-      await accepting;
-      for (const conn of conns) closeQuietly(conn);
-      await Promise.allSettled(served);
-    },
-  };
-}
-
 // ---------------------------------------------------------------------------
 // 1. Reset storm.
 
@@ -168,90 +143,13 @@ const GOOD_EXCHANGE_GAP_MS = 50;
 /** Resets per second the storm must reach for the test to count: it did hit the server. */
 const STORM_FLOOR_PER_SEC = 200;
 
-/** What reset_storm.py reports at the end. */
-interface StormReport {
-  resets: number;
-  failures: number;
-  seconds: number;
-  resetsPerSec: number;
-  firstError: string | null;
-}
-
-/** A running reset storm; `stop()` ends it and resolves with its report. */
-interface ResetStorm extends AsyncDisposable {
-  stop(): Promise<StormReport>;
-}
-
-/** Starts `bench/reset_storm.py` against `port`; resolves once its first connection was reset. */
-async function startResetStorm(port: number): Promise<ResetStorm> {
-  const child = new Deno.Command("python3", {
-    args: [
-      projectPath("bench/reset_storm.py"),
-      String(port),
-      "--rate",
-      String(STORM_RATE),
-      "--seconds",
-      String(STORM_MAX_SECONDS),
-      "--until-eof",
-    ],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const stderr = new Response(child.stderr).text();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let said = "";
-  const readUntil = async (pattern: RegExp): Promise<boolean> => {
-    while (!pattern.test(said)) {
-      const { value, done } = await reader.read();
-      if (done) return false;
-      said += value;
-    }
-    return true;
-  };
-  const kill = () => {
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // It exited already.
-    }
-  };
-  // Whatever happens, the child exits, its output is read to the end, and its stdin is closed.
-  let ended: Promise<void> | null = null;
-  const end = () =>
-    ended ??= (async () => {
-      kill();
-      await child.status;
-      while (!(await reader.read()).done) {
-        // Output after the report: none expected.
-      }
-      await child.stdin.close().catch(() => {});
-      await stderr;
-    })();
-  const killer = setTimeout(kill, STORM_START_STOP_MS);
-  const started = await readUntil(/^storming$/m);
-  clearTimeout(killer);
-  if (!started) {
-    await end();
-    throw new Error(`reset_storm.py did not start: ${(await stderr).trim()}`);
-  }
-  return {
-    async stop() {
-      const killer = setTimeout(kill, STORM_START_STOP_MS);
-      try {
-        // The end of its stdin stops it; it prints one JSON line and exits.
-        await child.stdin.close().catch(() => {});
-        if (!await readUntil(/^\{.*\}$/m)) {
-          throw new Error(`reset_storm.py printed no report: ${(await stderr).trim()}`);
-        }
-        return JSON.parse(said.split("\n").find((l) => l.startsWith("{"))!) as StormReport;
-      } finally {
-        clearTimeout(killer);
-        await end();
-      }
-    },
-    [Symbol.asyncDispose]: end,
-  };
+/** Starts the bench's reset storm against `port`, at the rate and limits above. */
+function startResetStorm(port: number): Promise<ResetStorm> {
+  return startStorm(port, {
+    rate: STORM_RATE,
+    maxSeconds: STORM_MAX_SECONDS,
+    startStopMs: STORM_START_STOP_MS,
+  });
 }
 
 /**

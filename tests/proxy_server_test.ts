@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { MODE_PERMISSIONS, MODES } from "../lib/concurrency.ts";
-import { closeQuietly, listenOn, READ_BUFFER_BYTES, writeAll } from "../lib/net.ts";
+import { listenOn, READ_BUFFER_BYTES, writeAll } from "../lib/net.ts";
 import { startOrigin } from "../lib/origin.ts";
 import { startProxyServer } from "../proxy_server.ts";
 import {
@@ -22,6 +22,7 @@ import {
   rssBytes,
   runScript,
   sha256,
+  startRawOrigin,
   startScript,
   waitUntil,
   withTimeout,
@@ -41,46 +42,6 @@ function parseResponse(bytes: Uint8Array): { status: string; body: Uint8Array } 
   const headEnd = text.indexOf("\r\n\r\n");
   assert.ok(headEnd > 0, `no HTTP header in ${JSON.stringify(text.slice(0, 80))}`);
   return { status: text.slice(0, text.indexOf("\r\n")), body: bytes.subarray(headEnd + 4) };
-}
-
-/** A raw TCP origin: runs `serve` for each connection it accepts; closes them all at the end. */
-interface RawOrigin extends AsyncDisposable {
-  port: number;
-  /** Resolves with the result of `serve` for the n-th connection (0-based). */
-  served(n: number): Promise<unknown>;
-}
-
-function startRawOrigin(
-  serve: (conn: Deno.TcpConn) => Promise<unknown>,
-): RawOrigin {
-  const listener = listenOn();
-  const conns = new Set<Deno.TcpConn>();
-  const results: Promise<unknown>[] = [];
-  const waiting: ((result: Promise<unknown>) => void)[] = [];
-  const accepting = (async () => {
-    for await (const conn of listener) {
-      // Connections stay open until the end of the test: closing one whose reply is still
-      // queued in the kernel could turn into a reset under memory pressure, and lose its tail.
-      conns.add(conn);
-      const result = serve(conn);
-      result.catch(() => {});
-      results.push(result);
-      waiting.shift()?.(result);
-    }
-  })().catch(() => {});
-  return {
-    port: listener.addr.port,
-    served: (n) =>
-      n < results.length
-        ? results[n]
-        : new Promise<Promise<unknown>>((resolve) => waiting.push(resolve)).then((r) => r),
-    async [Symbol.asyncDispose]() {
-      listener.close();
-      await accepting;
-      for (const conn of conns) closeQuietly(conn);
-      await Promise.allSettled(results);
-    },
-  };
 }
 
 /** Reads until the end of data, hashing; resolves with the byte count and hash. */
