@@ -318,6 +318,8 @@ class PoolRunner<O> implements Runner {
   #stopped = new AbortController();
   /** Whether the crash loop has been reported (once, until a guest lives long enough). */
   #crashLoopReported = false;
+  /** Per slot: how long to wait before the next start (0 after a guest lived long enough). */
+  #backoffMs: number[];
 
   constructor(
     readonly ref: HandlerRef,
@@ -332,6 +334,7 @@ class PoolRunner<O> implements Runner {
       throw new RangeError(`poolSize must be 1 to ${MAX_POOL_SIZE}, got ${size}`);
     }
     this.#slots = new Array(size).fill(null);
+    this.#backoffMs = new Array(size).fill(0);
     this.#factory = mode === "worker"
       ? workerFactory()
       : childFactory(options.childPermissions ?? ["--allow-net"]);
@@ -402,24 +405,29 @@ class PoolRunner<O> implements Runner {
     const lost = guest.conns.size;
     for (const conn of guest.conns.values()) conn.finish();
     if (this.#stopping) return;
-    this.log(
-      `${this.mode} ${i} died (${why}); closed its ${lost} connection(s), starting a new one`,
-    );
-    const refill = this.#refill(i, livedMs >= HEALTHY_AFTER_MS)
-      .finally(() => this.#refills.delete(refill));
+    const what = `${this.mode} ${i} died (${why}); closed its ${lost} connection(s)`;
+    if (livedMs >= HEALTHY_AFTER_MS) {
+      // A guest that served a good while: replace it at once, and start counting afresh.
+      this.#backoffMs[i] = 0;
+      this.#crashLoopReported = false;
+      this.log(`${what}, starting a new one`);
+    } else {
+      // Died young: one more turn of a crash loop, perhaps. Wait longer each time.
+      this.#backoffMs[i] = nextBackoff(this.#backoffMs[i]);
+      this.#reportCrashLoop(`${what} ${Math.round(livedMs)} ms after starting`);
+    }
+    const refill = this.#refill(i).finally(() => this.#refills.delete(refill));
     this.#refills.add(refill);
   }
 
   /**
    * Refills slot `i` until a guest starts, waiting longer after each failure
-   * (and before the first try when the last guest died young): a handler
-   * that crashes on load costs a try every 30 s, not a spinning core.
+   * (and after each guest that died young): a handler that crashes on load
+   * or at once costs a try every 30 s, not a spinning core.
    */
-  async #refill(i: number, healthy: boolean): Promise<void> {
-    let waitMs = healthy ? 0 : RESTART_FIRST_MS;
-    if (healthy) this.#crashLoopReported = false;
+  async #refill(i: number): Promise<void> {
     while (!this.#stopping) {
-      if (waitMs > 0) await sleep(waitMs, this.#stopped.signal);
+      if (this.#backoffMs[i] > 0) await sleep(this.#backoffMs[i], this.#stopped.signal);
       if (this.#stopping) return;
       try {
         await this.#launch(i);
@@ -427,16 +435,20 @@ class PoolRunner<O> implements Runner {
         return;
       } catch (err) {
         this.stats.startFailures++;
-        waitMs = Math.min(Math.max(RESTART_FIRST_MS, waitMs * 2), RESTART_MAX_MS);
-        if (!this.#crashLoopReported) {
-          this.#crashLoopReported = true;
-          this.log(
-            `could not restart ${this.mode} ${i}: ${(err as Error).message}; ` +
-              `retrying with backoff up to ${RESTART_MAX_MS / 1000} s (reported once)`,
-          );
-        }
+        this.#backoffMs[i] = nextBackoff(this.#backoffMs[i]);
+        this.#reportCrashLoop(`could not restart ${this.mode} ${i}: ${(err as Error).message}`);
       }
     }
+  }
+
+  /** Logs the first line of a crash loop, and nothing more until a guest lives long enough. */
+  #reportCrashLoop(line: string): void {
+    if (this.#crashLoopReported) return;
+    this.#crashLoopReported = true;
+    this.log(
+      `${line}; restarting with backoff up to ${RESTART_MAX_MS / 1000} s (reported once ` +
+        `until one lives ${HEALTHY_AFTER_MS / 1000} s)`,
+    );
   }
 
   serve(conn: Deno.TcpConn): Promise<void> {
@@ -473,6 +485,11 @@ class PoolRunner<O> implements Runner {
   pids(): number[] {
     return this.#slots.flatMap((g) => g?.pid ? [g.pid] : []);
   }
+}
+
+/** The wait after `ms`: 100 ms, then twice as long each time, at most 30 s. */
+function nextBackoff(ms: number): number {
+  return Math.min(Math.max(RESTART_FIRST_MS, ms * 2), RESTART_MAX_MS);
 }
 
 /** Waits `ms`, or less if `signal` aborts. */

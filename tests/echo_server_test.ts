@@ -155,6 +155,36 @@ for (const mode of ["worker", "process"] as const) {
     }
   });
 
+  Deno.test(`serveConnections() in ${mode} mode: guests that die young are replaced with growing waits, reported once`, async () => {
+    const said: string[] = [];
+    await using server = await serveConnections({
+      handler: { module: FIXTURES, name: "echoOrFail" },
+      handlerOptions: {},
+      mode,
+      poolSize: 2,
+      log: (line) => said.push(line),
+    });
+    // Six guests in a row die right after starting (a handler that crashes at once).
+    const started = performance.now();
+    for (let death = 1; death <= 6; death++) {
+      await waitUntil(() => server.stats.restarts === death - 1, 15_000, `restart ${death - 1}`);
+      const doomed = await Deno.connect({ port: server.addr.port });
+      try {
+        await writeAll(doomed, new TextEncoder().encode("die\n"));
+        await readAll(doomed);
+      } finally {
+        doomed.close();
+      }
+    }
+    await waitUntil(() => server.stats.restarts === 6, 15_000, "the sixth replacement");
+    // Waits of 100, 200, 400... ms per slot: the six replacements took a while, not a burst.
+    assert.ok(performance.now() - started >= 1000, "replacements came without waiting");
+    assert.equal(said.filter((l) => l.includes("reported once")).length, 1, said.join("\n"));
+    assert.equal(said.filter((l) => / died /.test(l)).length, 1, said.join("\n"));
+    const got = await exchange(server.addr.port, new TextEncoder().encode("after\n"));
+    assert.equal(new TextDecoder().decode(got.received), "after\n");
+  });
+
   Deno.test(`serveConnections() in ${mode} mode: a ${mode} that cannot start is retried with backoff, reported once`, async () => {
     const dir = projectPath("tests/tmp");
     await Deno.mkdir(dir, { recursive: true });
@@ -188,11 +218,9 @@ for (const mode of ["worker", "process"] as const) {
         await new Promise((resolve) => setTimeout(resolve, 2000));
         const tries = server.stats.startFailures - before;
         assert.ok(tries <= 4, `${tries} restart tries in 2 s`);
-        assert.equal(
-          said.filter((l) => l.includes("could not restart")).length,
-          1,
-          said.join("\n"),
-        );
+        // The death and the failed restarts after it are one crash loop: one line says so.
+        assert.equal(said.filter((l) => l.includes("reported once")).length, 1, said.join("\n"));
+        assert.equal(said.filter((l) => l.includes("could not restart")).length, 0);
         // The healthy guest goes on serving meanwhile.
         await writeAll(bystander, new TextEncoder().encode("unaffected\n"));
         await bystander.closeWrite();
