@@ -12,6 +12,8 @@ const SCRIPTS = [
   "echo_server.ts",
   "proxy_server.ts",
   "proxy_client.ts",
+  "udp_echo_server.ts",
+  "udp_pinger.ts",
   "p2p/tracker.ts",
   "p2p/peer.ts",
   "lab.ts",
