@@ -68,15 +68,20 @@ export interface FetchResult {
 
 /**
  * Builds the request the lab's client sends: an HTTP/1.0 GET, which asks the
- * server to close the connection after its reply.
+ * server to close the connection after its reply. An IPv6 address goes in
+ * brackets in the `Host:` header (RFC 9110), with or without a port.
  *
  * @example
  * ```ts
- * buildGetRequest("www.google.com", 80, "/"); // "GET / HTTP/1.0\r\nHost: www.google.com\r\n\r\n"
+ * import { buildGetRequest } from "./client.ts";
+ * buildGetRequest("www.google.com", 80, "/"); // "GET / HTTP/1.0\r\nHost: www.google.com\r\nConnection: close\r\n\r\n"
+ * buildGetRequest("::1", 8000, "/"); // "...Host: [::1]:8000..."
  * ```
  */
 export function buildGetRequest(hostname: string, port: number, path: string): string {
-  const host = port === 80 ? hostname : `${hostname}:${port}`;
+  // "::1:8000" could not be told apart from an address; "[::1]:8000" can.
+  const name = hostname.includes(":") && !hostname.startsWith("[") ? `[${hostname}]` : hostname;
+  const host = port === 80 ? name : `${name}:${port}`;
   return `GET ${path} HTTP/1.0\r\nHost: ${host}\r\nConnection: close\r\n\r\n`;
 }
 

@@ -28,11 +28,11 @@ import {
   type HostPort,
   parseCli,
   parseCount,
+  parseHost,
   parseHostPort,
   parseHttpPath,
   parseSeconds,
   runMain,
-  UsageError,
 } from "./lib/cli.ts";
 import { elapsedMs, formatBytes, preview } from "./lib/log.ts";
 import { formatAddr, writeAll, type Writer } from "./lib/net.ts";
@@ -148,15 +148,13 @@ async function main(): Promise<number> {
     timeout: { type: "string", default: String(DEFAULT_TIMEOUT_SECONDS) },
   });
   const proxy = parseHostPort(values.proxy as string, "--proxy");
-  const host = values.host as string;
+  // An IPv6 address may come with or without brackets; buildGetRequest() puts them back in Host.
+  const host = parseHost(values.host as string, "--host", "the proxy's --upstream");
   const path = parseHttpPath(values.path as string, "--path");
   const timeoutSeconds = parseSeconds(values.timeout as string, "--timeout");
   // Each client holds a socket, its promise and its buffers: far past this a typo runs the
   // machine out of file descriptors or memory rather than testing the proxy.
   const count = parseCount(values.count as string, "--count", 1, 10_000);
-  if (!/^[^\s/:]+$/.test(host)) {
-    throw new UsageError(`--host must be a bare host name, got "${host}"`);
-  }
 
   if (count === 1) {
     const result = await fetchThroughProxy({ proxy, host, path, timeoutSeconds });

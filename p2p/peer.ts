@@ -728,7 +728,35 @@ class SyncLoop {
 }
 
 function sourceAddr(source: Source): { hostname: string; port: number } {
-  return { hostname: source.ip, port: source.port };
+  // A tracker may hand out an IPv6 address already in brackets: formatAddr() adds its own,
+  // and "[[::1]]:8000" would neither read well nor match our own address.
+  const bare = /^\[(.*)\]$/.exec(source.ip);
+  return { hostname: bare ? bare[1] : source.ip, port: source.port };
+}
+
+/**
+ * Where the file server listens when `--host` is not given: `::`, which on a
+ * dual-stack host serves IPv6 and IPv4 clients alike (IPv4 ones show up as
+ * `::ffff:a.b.c.d`), so peers reach us whatever family their tracker uses.
+ * Falls back to `0.0.0.0` where `::` cannot be bound (no IPv6) or serves IPv6
+ * only (`net.ipv6.bindv6only=1`): there `0.0.0.0` binds beside it on the same port.
+ */
+function defaultServeHost(): string {
+  let dual: Deno.TcpListener;
+  try {
+    dual = Deno.listen({ hostname: "::", port: 0 });
+  } catch {
+    return "0.0.0.0";
+  }
+  try {
+    Deno.listen({ hostname: "0.0.0.0", port: (dual.addr as Deno.NetAddr).port }).close();
+    return "0.0.0.0";
+  } catch {
+    // Taken: the `::` socket holds the IPv4 port too, so it serves both families.
+    return "::";
+  } finally {
+    dual.close();
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -739,7 +767,7 @@ const USAGE =
   TRACKER_IP TRACKER_PORT  the tracker, as the course's peer takes it (or use --tracker)
   --tracker HOST:PORT  the tracker's address (default 127.0.0.1:9000)
   --dir DIR            the folder to share and keep in sync (required)
-  --host ADDR          address to serve files on (default 0.0.0.0)
+  --host ADDR          address to serve files on (default ::, IPv6 and IPv4; 0.0.0.0 without IPv6)
   --port N             port to serve files on, 0 for any (default: the first free one from 8000)
   --interval S         seconds between sync rounds and keep-alives (default 5)
   --mode MODE          async | worker | process: where each file request is served (default async)
@@ -751,7 +779,7 @@ async function main(): Promise<void> {
   const { values, positionals } = parseCli(Deno.args, USAGE, {
     tracker: { type: "string" },
     dir: { type: "string" },
-    host: { type: "string", default: "0.0.0.0" },
+    host: { type: "string" },
     port: { type: "string" },
     interval: { type: "string", default: "5" },
     mode: { type: "string", default: "async" },
@@ -778,7 +806,9 @@ async function main(): Promise<void> {
   const dir = values.dir as string;
   // Checked here: Deno refuses an empty path with a stack trace, and "  " would read as a folder name.
   if (dir.trim() === "") throw new UsageError(`--dir must name a folder, got "${dir}"`);
-  const hostname = parseHost(values.host as string, "--host");
+  const hostname = values.host === undefined
+    ? defaultServeHost()
+    : parseHost(values.host as string, "--host");
   const interval = parseSeconds(values.interval as string, "--interval");
   const mode = parseChoice(values.mode as string, "--mode", MODES);
   const poolSize = values.workers === undefined
