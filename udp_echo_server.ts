@@ -42,15 +42,6 @@ import { formatAddr } from "./lib/net.ts";
 /** The largest UDP payload over IPv4: 65,535 minus the 8-byte UDP and 20-byte IP headers. */
 export const MAX_UDP_PAYLOAD = 65_507; // bytes
 
-/**
- * Kernel receive buffer asked for, in bytes. Deno's `node:dgram` reads each
- * datagram into a 64 KiB buffer itself, so nothing up to 65,535 bytes is
- * truncated; this is the queue of datagrams waiting to be read, made larger
- * so a burst from many clients is not dropped by the kernel (Linux caps it at
- * `net.core.rmem_max`).
- */
-const SOCKET_BUFFER_BYTES = 1024 * 1024;
-
 /** Options for {@linkcode startUdpEchoServer}. */
 export interface UdpEchoServerOptions {
   /** Address to listen on; an IPv6 address (with ":") opens an IPv6 socket. @default {"127.0.0.1"} */
@@ -113,14 +104,14 @@ export async function startUdpEchoServer(
   if (!(loss >= 0 && loss <= 1)) throw new RangeError(`loss must be from 0 to 1, got ${loss}`);
   const drop = options.drop ?? (() => Math.random() < loss);
   const log = options.log ?? printLog;
-  const say = options.quiet ? silentLog : log;
+  const quiet = options.quiet ?? false;
+  const say = quiet ? silentLog : log;
   const stats: UdpEchoStats = { received: 0, echoed: 0, dropped: 0 };
 
-  // The handout's socket(AF_INET, SOCK_DGRAM) and bind(): one socket for every client.
-  const socket = dgram.createSocket({
-    type: hostname.includes(":") ? "udp6" : "udp4",
-    recvBufferSize: SOCKET_BUFFER_BYTES,
-  });
+  // The handout's socket(AF_INET, SOCK_DGRAM) and bind(): one socket for every client. The
+  // kernel's default receive queue is kept: asking node:dgram for a larger one (1 MiB) cut the
+  // datagrams echoed per second to a third under Deno 2.9.6.
+  const socket = dgram.createSocket({ type: hostname.includes(":") ? "udp6" : "udp4" });
   try {
     await new Promise<void>((resolve, reject) => {
       socket.once("error", reject);
@@ -139,16 +130,17 @@ export async function startUdpEchoServer(
   // The handout's `while True: data, addr = recvfrom(); sendto(data, addr)`, as an event.
   socket.on("message", (data: Uint8Array, sender: dgram.RemoteInfo) => {
     stats.received++;
-    const who = formatAddr({ hostname: sender.address, port: sender.port });
+    const who = () => formatAddr({ hostname: sender.address, port: sender.port });
     if (drop(stats.received)) {
       stats.dropped++;
-      say(`${who} sent ${data.length} B: ${preview(data)} dropped`);
+      if (!quiet) say(`${who()} sent ${data.length} B: ${preview(data)} dropped`);
       return;
     }
-    say(`${who} sent ${data.length} B: ${preview(data)}`);
+    // Under --quiet no line is built at all: this runs once per datagram.
+    if (!quiet) say(`${who()} sent ${data.length} B: ${preview(data)}`);
     // Reply to the sender's own address: that is all that keeps clients apart.
     socket.send(data, sender.port, sender.address, (err) => {
-      if (err) log(`cannot echo to ${who}: ${err.message}`);
+      if (err) log(`cannot echo to ${who()}: ${err.message}`);
       else stats.echoed++;
     });
   });

@@ -12,6 +12,8 @@
  * - p2p: the figures of `bench/p2p_transfer.ts` and `bench/p2p_tracker_load.ts`.
  * - hostile: good clients beside a reset storm, 1-byte segments from a client
  *   that never reads, and silent connections against the tracker.
+ * - udp: udp_echo_server.ts against a Node `dgram` echo and Python's
+ *   UDPServer: round trips/s (p50/p99) and datagrams/s with a window in flight.
  *
  * Run: `deno task bench` (all parts), `deno task bench --part echo`, or
  * `--quick` for small sizes. It prints tables with ratios, writes
@@ -41,9 +43,10 @@ import { type P2pPart, p2pTable, runP2pPart } from "./p2p_part.ts";
 import { FULL_PROXY, type ProxyPart, proxyTable, QUICK_PROXY, runProxyPart } from "./proxy_part.ts";
 import { type Target, targetTable } from "./report.ts";
 import { ROOT, runTool } from "./servers.ts";
+import { FULL_UDP, QUICK_UDP, runUdpPart, type UdpPart, udpTable } from "./udp_part.ts";
 
 /** The parts, in the order they run. */
-const PARTS = ["all", "echo", "proxy", "p2p", "hostile"] as const;
+const PARTS = ["all", "echo", "proxy", "p2p", "hostile", "udp"] as const;
 
 /** What bench/results.json holds. */
 export interface Results {
@@ -57,6 +60,7 @@ export interface Results {
   proxy?: ProxyPart;
   p2p?: P2pPart;
   hostile?: HostilePart;
+  udp?: UdpPart;
 }
 
 /** Finds a program on the PATH; null when it is missing. */
@@ -136,7 +140,7 @@ function readPrevious(path: string): Partial<Results> {
 
 const USAGE = `usage: deno task bench [options]
        deno run --allow-net --allow-read --allow-write --allow-run --allow-env --allow-sys bench/bench.ts [options]
-  --part NAME     all | echo | proxy | p2p | hostile (default all)
+  --part NAME     all | echo | proxy | p2p | hostile | udp (default all)
   --quick         small sizes and short runs (a smoke test, not a measurement)
   --json PATH     where to write the results (default bench/results.json)
   --chart PATH    where to draw the chart (default bench/chart.svg)
@@ -189,6 +193,11 @@ async function main(): Promise<void> {
     results.hostile = await runHostilePart(quick ? QUICK_HOSTILE : FULL_HOSTILE, tools, say);
     sections.push(hostileTable(results.hostile));
     targets.push(...results.hostile.targets);
+  }
+  if (part === "all" || part === "udp") {
+    results.udp = await runUdpPart(quick ? QUICK_UDP : FULL_UDP, tools, say);
+    sections.push(udpTable(results.udp));
+    targets.push(...results.udp.targets);
   }
   say("");
   for (const section of sections) say(`${section}\n`);

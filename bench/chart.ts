@@ -18,6 +18,7 @@
 
 import type { Results } from "./bench.ts";
 import { PROXY_CASES } from "./proxy_part.ts";
+import type { UdpRow } from "./udp_part.ts";
 import {
   formatGoal,
   formatMeasured,
@@ -179,12 +180,40 @@ function hostileGroups(results: Results): Group[] {
   }];
 }
 
+function udpGroups(results: Results): Group[] {
+  const udp = results.udp;
+  if (!udp || udp.rows.length === 0) return [];
+  const node = udp.rows.find((r) => r.id === "node");
+  const group = (title: string, pick: (r: UdpRow) => number | null): Group => ({
+    title,
+    oneLabel: "Node dgram = 1",
+    bars: udp.rows.map((r) => {
+      const value = ratio(pick(r), node ? pick(node) : null);
+      return {
+        label: r.label,
+        value,
+        text: `${formatRatio(value)}  (${formatNumber(pick(r))}/s)`,
+        kind: r.ours ? "ours" : "reference",
+      };
+    }),
+  });
+  const s = udp.settings;
+  return [
+    group(`UDP: round trips/s (${s.rttSize} B, one at a time)`, (r) => r.rtt.perSec),
+    group(
+      `UDP: datagrams/s (${s.window} of ${s.windowSize} B in flight)`,
+      (r) => r.datagramsPerSec,
+    ),
+  ];
+}
+
 function targetGroup(results: Results): Group[] {
   const targets = [
     ...(results.echo?.targets ?? []),
     ...(results.proxy?.targets ?? []),
     ...(results.p2p?.targets ?? []),
     ...(results.hostile?.targets ?? []),
+    ...(results.udp?.targets ?? []),
   ].filter((t) => !t.informational);
   if (targets.length === 0) return [];
   return [{
@@ -216,6 +245,7 @@ export function drawChart(results: Results): string {
     ...proxyGroups(results),
     ...p2pGroups(results),
     ...hostileGroups(results),
+    ...udpGroups(results),
     ...targetGroup(results),
   ];
   const parts: string[] = [];

@@ -2,8 +2,9 @@
  * Smoke test of the benchmark: `bench/bench.ts --part echo --quick` runs
  * every echo server for real with small sizes, and writes JSON and an SVG
  * chart of the expected shape; `--part hostile --quick` does the same for
- * the misbehaving clients. It never checks how fast anything is, only that
- * every figure was really measured.
+ * the misbehaving clients, and `--part udp --quick` for the UDP echo servers.
+ * It never checks how fast anything is, only that every figure was really
+ * measured.
  *
  * @module
  */
@@ -191,6 +192,47 @@ Deno.test("bench.ts --part hostile --quick measures storm, tiny segments and sil
     assert.equal(hostile.targets.length, ours.length * 3 + 2);
     const svg = await Deno.readTextFile(`${dir}/chart.svg`);
     assert.ok(svg.includes("Hostile: good clients served beside"), "the chart has the storm group");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("bench.ts --part udp --quick measures round trips and datagrams for every UDP echo server", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "bench_smoke_" });
+  try {
+    const stdout = await runBenchPart("udp", dir);
+    assert.match(stdout, /UDP: .*\n.*rt\/s.*xNode.*dgram\/s/);
+    assert.match(stdout, /Targets\n/);
+    const results = JSON.parse(await Deno.readTextFile(`${dir}/results.json`));
+    assert.equal(results.echo, undefined, "only the udp part ran");
+    const udp = results.udp;
+
+    const expected = ["ours"];
+    if (haveCommand("node")) expected.unshift("node");
+    if (haveCommand("python3")) expected.splice(expected.length - 1, 0, "python");
+    assert.deepEqual(udp.rows.map((r: { id: string }) => r.id), expected);
+    for (const row of udp.rows) {
+      assert.deepEqual(row.errors, [], `${row.label} had errors`);
+      assert.ok(isPositive(row.rtt.perSec), `${row.label} round trips/s = ${row.rtt.perSec}`);
+      assert.ok(isPositive(row.rtt.p50Ms), `${row.label} p50 = ${row.rtt.p50Ms}`);
+      assert.ok(row.rtt.p50Ms <= row.rtt.p99Ms, `${row.label} p50 <= p99`);
+      assert.ok(isPositive(row.datagramsPerSec), `${row.label} datagrams/s`);
+      assert.equal(typeof row.lost.rtt, "number");
+      assert.equal(typeof row.lost.window, "number");
+      assert.equal(row.runs.roundTripsPerSec.length, udp.settings.rounds);
+    }
+
+    assert.equal(udp.targets.length, 2);
+    for (const t of udp.targets) {
+      if (!haveCommand("node")) {
+        assert.equal(t.measured, null, `${t.what} needs Node`);
+        continue;
+      }
+      assert.ok(isPositive(t.measured), `${t.what} measured = ${t.measured}`);
+      assert.equal(t.met, t.measured >= t.goal);
+    }
+    const svg = await Deno.readTextFile(`${dir}/chart.svg`);
+    assert.ok(svg.includes("UDP: round trips/s"), "the chart has the UDP groups");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
