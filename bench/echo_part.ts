@@ -26,6 +26,7 @@ import {
   RssSampler,
   type RunningServer,
   runTool,
+  type ServerSpec,
   socatFork,
   spawnServer,
 } from "./servers.ts";
@@ -119,17 +120,9 @@ export interface EchoPart {
   targets: Target[];
 }
 
-interface Spec {
-  id: string;
-  label: string;
-  ours: boolean;
-  command: string[];
-  knownPort?: number;
-}
-
 /** The servers under test: references first, then ours. */
-function specs(tools: Tools, missing: string[]): Spec[] {
-  const list: Spec[] = [];
+function specs(tools: Tools, missing: string[]): ServerSpec[] {
+  const list: ServerSpec[] = [];
   if (tools.node) {
     list.push({
       id: "node",

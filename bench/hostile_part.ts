@@ -42,6 +42,7 @@ import {
   RssSampler,
   type RunningServer,
   runTool,
+  type ServerSpec,
   spawnServer,
   startResetStorm,
   type StormReport,
@@ -210,14 +211,6 @@ export interface HostilePart {
   targets: Target[];
 }
 
-/** A server under test and how to start it. */
-interface Spec {
-  id: string;
-  label: string;
-  ours: boolean;
-  command: string[];
-}
-
 function shown(command: string[]): string {
   return command.map((a) => a === Deno.execPath() ? "deno" : a).join(" ");
 }
@@ -227,8 +220,8 @@ function denoScript(script: string, args: string[], permissions = ["--allow-net"
 }
 
 /** The echo servers of both sections: Node and Python first, then ours. */
-function echoSpecs(tools: Tools): Spec[] {
-  const list: Spec[] = [];
+function echoSpecs(tools: Tools): ServerSpec[] {
+  const list: ServerSpec[] = [];
   if (tools.node) {
     list.push({
       id: "node",
@@ -257,7 +250,7 @@ function echoSpecs(tools: Tools): Spec[] {
 }
 
 /** Our proxy in each mode, relaying to `upstream`. */
-function proxySpecs(upstream: string): Spec[] {
+function proxySpecs(upstream: string): ServerSpec[] {
   return MODES.map((mode) => ({
     id: `proxy-${mode}`,
     label: `ours: proxy ${mode}`,
@@ -591,7 +584,7 @@ async function runSilent(
 
 /** Starts a server for one row; on failure notes why and returns null. */
 async function start(
-  spec: Spec,
+  spec: ServerSpec,
   errors: string[],
   say: (line: string) => void,
 ): Promise<RunningServer | null> {
@@ -604,7 +597,7 @@ async function start(
   }
 }
 
-function stormRowOf(spec: Spec, kind: "echo" | "http"): StormRow {
+function stormRowOf(spec: ServerSpec, kind: "echo" | "http"): StormRow {
   return {
     id: spec.id,
     label: spec.label,
@@ -620,7 +613,7 @@ function stormRowOf(spec: Spec, kind: "echo" | "http"): StormRow {
   };
 }
 
-function tinyRowOf(spec: Spec): TinyRow {
+function tinyRowOf(spec: ServerSpec): TinyRow {
   return {
     id: spec.id,
     label: spec.label,
@@ -651,7 +644,7 @@ export async function runHostilePart(
   const tinyRows: TinyRow[] = [];
   /** Runs `measure` on a fresh server for `spec`, then stops it. */
   const onFreshServer = async (
-    spec: Spec,
+    spec: ServerSpec,
     errors: string[],
     what: string,
     measure: (server: RunningServer) => Promise<void>,

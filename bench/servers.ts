@@ -27,6 +27,20 @@ const START_TIMEOUT_MS = 30_000;
 /** After SIGTERM, how long a server may take to exit before SIGKILL. */
 const STOP_GRACE_MS = 3_000;
 
+/** A server under test, before it is started: what the tables call it and how to run it. */
+export interface ServerSpec {
+  /** Its key in bench/results.json. */
+  id: string;
+  /** What the tables call it. */
+  label: string;
+  /** Ours (blue in the chart) or a reference (grey). */
+  ours: boolean;
+  /** The command that starts it, from the project root. */
+  command: string[];
+  /** Its port when the command cannot say it (socat); otherwise read from its "listening on" line. */
+  knownPort?: number;
+}
+
 /** A server under test, running in its own process. */
 export interface RunningServer extends AsyncDisposable {
   /** What the tables call it. */

@@ -30,7 +30,7 @@ import {
   target,
   textTable,
 } from "./report.ts";
-import { type RunningServer, runTool, spawnServer } from "./servers.ts";
+import { type RunningServer, runTool, type ServerSpec, spawnServer } from "./servers.ts";
 import type { UdpLoadResult, UdpTest } from "./udp_load.ts";
 
 /** How much load each test puts on a server. */
@@ -94,16 +94,9 @@ export interface UdpPart {
   targets: Target[];
 }
 
-interface Spec {
-  id: string;
-  label: string;
-  ours: boolean;
-  command: string[];
-}
-
 /** The servers under test: references first, then ours. */
-function specs(tools: Tools, missing: string[]): Spec[] {
-  const list: Spec[] = [];
+function specs(tools: Tools, missing: string[]): ServerSpec[] {
+  const list: ServerSpec[] = [];
   if (tools.node) {
     list.push({
       id: "node",
