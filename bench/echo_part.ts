@@ -22,13 +22,15 @@ import {
   textTable,
 } from "./report.ts";
 import {
+  lastJson,
   ourServerCommand,
   RssSampler,
   type RunningServer,
   runTool,
   type ServerSpec,
+  shownCommand,
   socatFork,
-  spawnServer,
+  startOrNote,
 } from "./servers.ts";
 
 /** How much load each test puts on a server. */
@@ -184,11 +186,7 @@ async function load(
     test,
     ...args,
   ]);
-  const last = run.stdout.trim().split("\n").pop() ?? "";
-  if (run.code !== 0 || !last.startsWith("{")) {
-    throw new Error(`load generator exited ${run.code}: ${run.stderr.trim().split("\n")[0]}`);
-  }
-  return JSON.parse(last) as EchoLoadResult;
+  return lastJson<EchoLoadResult>(run);
 }
 
 const MIB = 1024 * 1024;
@@ -205,7 +203,7 @@ export async function runEchoPart(
     id: s.id,
     label: s.label,
     ours: s.ours,
-    command: s.command.map((a) => a === Deno.execPath() ? "deno" : a).join(" "),
+    command: shownCommand(s.command),
     connsPerSec: null,
     mibPerSec: null,
     burst: {
@@ -224,13 +222,7 @@ export async function runEchoPart(
   // Start every server before measuring, one at a time so start-up costs do not overlap.
   const servers: (RunningServer | null)[] = [];
   for (const [i, spec] of list.entries()) {
-    try {
-      servers.push(await spawnServer(spec.label, spec.command, { knownPort: spec.knownPort }));
-    } catch (err) {
-      rows[i].errors.push(errorMessage(err));
-      servers.push(null);
-      say(`echo: ${spec.label} did not start: ${errorMessage(err)}`);
-    }
+    servers.push(await startOrNote("echo", spec, rows[i].errors, say));
   }
   try {
     for (let round = 1; round <= settings.rounds; round++) {

@@ -38,12 +38,15 @@ import {
   textTable,
 } from "./report.ts";
 import {
+  lastJson,
   ourServerCommand,
   RssSampler,
   type RunningServer,
   runTool,
   type ServerSpec,
+  shownCommand,
   spawnServer,
+  startOrNote,
   startResetStorm,
   type StormReport,
 } from "./servers.ts";
@@ -211,10 +214,6 @@ export interface HostilePart {
   targets: Target[];
 }
 
-function shown(command: string[]): string {
-  return command.map((a) => a === Deno.execPath() ? "deno" : a).join(" ");
-}
-
 function denoScript(script: string, args: string[], permissions = ["--allow-net"]): string[] {
   return [Deno.execPath(), "run", ...permissions, script, ...args];
 }
@@ -257,16 +256,6 @@ function proxySpecs(upstream: string): ServerSpec[] {
     ours: true,
     command: ourServerCommand("proxy_server.ts", mode, ["--upstream", upstream]),
   }));
-}
-
-/** Parses the last line a load generator printed as JSON. */
-function lastJson<T>(run: { code: number; stdout: string; stderr: string }, what: string): T {
-  const last = run.stdout.trim().split("\n").pop() ?? "";
-  if (run.code !== 0 || !last.startsWith("{")) {
-    const said = (run.stderr || run.stdout).trim().split("\n")[0] ?? "";
-    throw new Error(`${what} exited ${run.code}: ${said}`);
-  }
-  return JSON.parse(last) as T;
 }
 
 /** Runs the good clients against `port` for `seconds`. */
@@ -514,7 +503,7 @@ async function runSilent(
     closedAfterP50Seconds: null,
     closedAfterMaxSeconds: null,
     heldSeconds: null,
-    command: shown(command),
+    command: shownCommand(command),
     errors: [],
   };
   let tracker: RunningServer;
@@ -582,28 +571,13 @@ async function runSilent(
   return figures;
 }
 
-/** Starts a server for one row; on failure notes why and returns null. */
-async function start(
-  spec: ServerSpec,
-  errors: string[],
-  say: (line: string) => void,
-): Promise<RunningServer | null> {
-  try {
-    return await spawnServer(spec.label, spec.command);
-  } catch (err) {
-    errors.push(errorMessage(err));
-    say(`hostile: ${spec.label} did not start: ${errorMessage(err)}`);
-    return null;
-  }
-}
-
 function stormRowOf(spec: ServerSpec, kind: "echo" | "http"): StormRow {
   return {
     id: spec.id,
     label: spec.label,
     ours: spec.ours,
     kind,
-    command: shown(spec.command),
+    command: shownCommand(spec.command),
     alone: null,
     storm: null,
     resetsPerSec: null,
@@ -618,7 +592,7 @@ function tinyRowOf(spec: ServerSpec): TinyRow {
     id: spec.id,
     label: spec.label,
     ours: spec.ours,
-    command: shown(spec.command),
+    command: shownCommand(spec.command),
     baselineMiB: null,
     peakMiB: null,
     growthMiB: null,
@@ -649,7 +623,7 @@ export async function runHostilePart(
     what: string,
     measure: (server: RunningServer) => Promise<void>,
   ) => {
-    const server = await start(spec, errors, say);
+    const server = await startOrNote("hostile", spec, errors, say);
     if (!server) return;
     try {
       await measure(server).catch((err) => errors.push(errorMessage(err)));

@@ -24,8 +24,10 @@ import {
   RssSampler,
   type RunningServer,
   runTool,
+  shownCommand,
   socatFork,
   spawnServer,
+  startOrNote,
 } from "./servers.ts";
 
 /** How hard and how long wrk drives each relay. */
@@ -257,9 +259,7 @@ export async function runProxyPart(
     id: s.id,
     label: s.label,
     ours: s.ours,
-    command: s.command
-      ? s.command.map((a) => a === Deno.execPath() ? "deno" : a).join(" ")
-      : `wrk straight to the origin (${upstream})`,
+    command: s.command ? shownCommand(s.command) : `wrk straight to the origin (${upstream})`,
     cases: {},
     peakRssMiB: null,
     errors: s.unavailable ? [s.unavailable] : [],
@@ -272,13 +272,8 @@ export async function runProxyPart(
         servers.push(null);
         continue;
       }
-      try {
-        servers.push(await spawnServer(spec.label, spec.command, { knownPort: spec.knownPort }));
-      } catch (err) {
-        part.rows[i].errors.push(errorMessage(err));
-        servers.push(null);
-        say(`proxy: ${spec.label} did not start: ${errorMessage(err)}`);
-      }
+      const command = spec.command;
+      servers.push(await startOrNote("proxy", { ...spec, command }, part.rows[i].errors, say));
     }
     for (const c of PROXY_CASES) {
       for (const [i, spec] of list.entries()) {

@@ -114,6 +114,44 @@ export interface ToolRun {
   stderr: string;
 }
 
+/**
+ * The JSON line a load generator printed last. Throws, with its exit code
+ * and the first line it said, when it failed or printed no JSON.
+ */
+export function lastJson<T>(run: ToolRun, what = "load generator"): T {
+  const last = run.stdout.trim().split("\n").pop() ?? "";
+  if (run.code !== 0 || !last.startsWith("{")) {
+    const said = (run.stderr || run.stdout).trim().split("\n")[0] ?? "";
+    throw new Error(`${what} exited ${run.code}: ${said}`);
+  }
+  return JSON.parse(last) as T;
+}
+
+/** A command as a reader would type it: this `deno` binary shown as `deno`. */
+export function shownCommand(command: readonly string[]): string {
+  return command.map((a) => a === Deno.execPath() ? "deno" : a).join(" ");
+}
+
+/**
+ * Starts the server of one table row; if it does not start, notes why in
+ * the row's `errors`, says so, and returns null (the row is left empty).
+ */
+export async function startOrNote(
+  part: string,
+  spec: Pick<ServerSpec, "label" | "command" | "knownPort">,
+  errors: string[],
+  say: (line: string) => void,
+): Promise<RunningServer | null> {
+  try {
+    return await spawnServer(spec.label, spec.command, { knownPort: spec.knownPort });
+  } catch (err) {
+    const why = err instanceof Error ? err.message : String(err);
+    errors.push(why);
+    say(`${part}: ${spec.label} did not start: ${why}`);
+    return null;
+  }
+}
+
 /** Runs a command from the project root to completion, collecting its output. */
 export async function runTool(command: string[]): Promise<ToolRun> {
   const out = await new Deno.Command(command[0], {

@@ -30,7 +30,14 @@ import {
   target,
   textTable,
 } from "./report.ts";
-import { type RunningServer, runTool, type ServerSpec, spawnServer } from "./servers.ts";
+import {
+  lastJson,
+  type RunningServer,
+  runTool,
+  type ServerSpec,
+  shownCommand,
+  startOrNote,
+} from "./servers.ts";
 import type { UdpLoadResult, UdpTest } from "./udp_load.ts";
 
 /** How much load each test puts on a server. */
@@ -151,11 +158,7 @@ async function load(port: number, test: UdpTest, settings: UdpSettings): Promise
     "--timeout-ms",
     String(settings.timeoutMs),
   ]);
-  const last = run.stdout.trim().split("\n").pop() ?? "";
-  if (run.code !== 0 || !last.startsWith("{")) {
-    throw new Error(`load generator exited ${run.code}: ${run.stderr.trim().split("\n")[0]}`);
-  }
-  return JSON.parse(last) as UdpLoadResult;
+  return lastJson<UdpLoadResult>(run);
 }
 
 /** Runs the UDP part and returns its figures. */
@@ -170,7 +173,7 @@ export async function runUdpPart(
     id: s.id,
     label: s.label,
     ours: s.ours,
-    command: s.command.map((a) => a === Deno.execPath() ? "deno" : a).join(" "),
+    command: shownCommand(s.command),
     rtt: { perSec: null, p50Ms: null, p99Ms: null, maxMs: null },
     datagramsPerSec: null,
     lost: { rtt: 0, window: 0 },
@@ -182,13 +185,7 @@ export async function runUdpPart(
   // Start every server before measuring, one at a time so start-up costs do not overlap.
   const servers: (RunningServer | null)[] = [];
   for (const [i, spec] of list.entries()) {
-    try {
-      servers.push(await spawnServer(spec.label, spec.command));
-    } catch (err) {
-      rows[i].errors.push(errorMessage(err));
-      servers.push(null);
-      say(`udp: ${spec.label} did not start: ${errorMessage(err)}`);
-    }
+    servers.push(await startOrNote("udp", spec, rows[i].errors, say));
   }
   try {
     for (let round = 1; round <= settings.rounds; round++) {
