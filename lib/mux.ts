@@ -401,19 +401,9 @@ export class HostConn {
           continue;
         }
         this.#sendHeld();
-        let bytes: Uint8Array<ArrayBuffer>;
-        if (this.link.copiesData) {
-          bytes = buffer.subarray(0, n);
-          this.#unacked += n + MESSAGE_COST_BYTES;
-        } else if (n * 2 >= buffer.length) {
-          bytes = buffer.subarray(0, n);
-          this.#unacked += messageCost(bytes);
-          buffer = null;
-        } else {
-          bytes = buffer.slice(0, n);
-          this.#unacked += messageCost(bytes);
-        }
-        this.link.send({ t: "data", id: this.id, bytes });
+        const handOver = !this.link.copiesData && n * 2 >= buffer.length;
+        this.#sendData(buffer.subarray(0, n), handOver);
+        if (handOver) buffer = null;
         if (n === size) size = Math.min(size * 2, RELAY_READ_BYTES);
       }
     } catch (err) {
@@ -424,11 +414,25 @@ export class HostConn {
   /** Sends the small reads held back, if any, as one message. */
   #sendHeld(): void {
     if (this.#heldBytes === 0 || this.#finished) return;
-    const bytes = this.link.copiesData
-      ? this.#held!.subarray(0, this.#heldBytes)
-      : this.#held!.slice(0, this.#heldBytes);
-    this.#unacked += this.link.copiesData ? bytes.length + MESSAGE_COST_BYTES : messageCost(bytes);
+    const held = this.#held!.subarray(0, this.#heldBytes);
     this.#heldBytes = 0;
+    this.#sendData(held, false);
+  }
+
+  /**
+   * Sends bytes to the guest and counts what the message will hold there. A
+   * copying link (a child's pipe) frames the bytes at once. A Worker gets
+   * `view`'s whole buffer when `handOver` says the caller is done with it,
+   * else a copy of just these bytes.
+   */
+  #sendData(view: Uint8Array<ArrayBuffer>, handOver: boolean): void {
+    if (this.link.copiesData) {
+      this.#unacked += view.length + MESSAGE_COST_BYTES;
+      this.link.send({ t: "data", id: this.id, bytes: view });
+      return;
+    }
+    const bytes = handOver ? view : view.slice();
+    this.#unacked += messageCost(bytes);
     this.link.send({ t: "data", id: this.id, bytes });
   }
 
