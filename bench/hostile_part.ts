@@ -438,6 +438,23 @@ async function countFds(pid: number): Promise<number | null> {
   return run.code === 0 ? run.stdout.split("\n").filter((l) => l.trim()).length : null;
 }
 
+/** How long the tracker gets to accept every silent connection before its descriptors count. */
+const FDS_SETTLE_MS = 5_000;
+
+/** Counts `pid`'s descriptors until there are at least `expected`, or `withinMs` has passed. */
+async function countFdsUntil(
+  pid: number,
+  expected: number,
+  withinMs: number,
+): Promise<number | null> {
+  const deadline = performance.now() + withinMs;
+  while (true) {
+    const fds = await countFds(pid);
+    if (fds === null || fds >= expected || performance.now() > deadline) return fds;
+    await sleep(50);
+  }
+}
+
 /** A real peer's Init: `{"port": 8001, "files": []}` and its directory line back. */
 const INIT_LINE = new TextEncoder().encode('{"port": 8001, "files": []}\n');
 
@@ -528,9 +545,12 @@ async function runSilent(
       String(holdSeconds),
     ], { waitForListening: false, label: "silent_conns.ts" });
     try {
-      await silent.waitFor(/^opened \d+/, 120_000);
+      const openedLine = await silent.waitFor(/^opened \d+/, 120_000);
       const openedAt = performance.now();
-      figures.fdsWithSilent = await countFds(tracker.pid);
+      // The client counts a connection open once the kernel has it; the tracker may still be
+      // accepting the tail of them, so wait (briefly) until its descriptors have caught up.
+      const expected = (figures.fdsBefore ?? 0) + Number(openedLine.match(/\d+/)?.[0] ?? 0);
+      figures.fdsWithSilent = await countFdsUntil(tracker.pid, expected, FDS_SETTLE_MS);
       const times: number[] = [];
       for (let i = 0; i < settings.initProbes; i++) {
         try {
