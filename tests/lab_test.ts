@@ -1,12 +1,15 @@
 /**
- * The lab walk-through runs green, and the claims its answers make hold:
+ * The lab walk-through runs green, README.md holds every answer it prints,
+ * and the claims those answers make hold:
  * Deno's listeners rebind a port with connections in TIME_WAIT (where a
  * Python socket without SO_REUSEADDR cannot), and `read()` gives `null` once
  * the peer has finished sending.
  */
 
 import assert from "node:assert/strict";
-import { haveCommand, runScript } from "./helpers.ts";
+import { CliError } from "../lib/cli.ts";
+import { ANSWERS_HEADING, handoutAnswers, STEPS } from "../lab.ts";
+import { haveCommand, projectPath, runScript } from "./helpers.ts";
 
 const LAB_PERMISSIONS = [
   "--allow-net",
@@ -22,10 +25,49 @@ Deno.test("lab.ts runs every step on loopback and exits 0", async () => {
   assert.equal(result.code, 0, out + result.stderr);
   assert.match(out, /All steps passed/);
   assert.ok(!out.includes("\u001b["), "no colours when stdout is not a terminal");
-  for (const q of [1, 2, 3, 4, 5]) assert.match(out, new RegExp(`Question ${q}:`));
+  // The answers printed are the README's, under the step that asks for them.
+  const answers = handoutAnswers(await Deno.readTextFile(projectPath("README.md")), [
+    1,
+    2,
+    3,
+    4,
+    5,
+  ]);
+  for (const [n, { question, text }] of answers) {
+    assert.ok(
+      out.includes(`Question ${n}: ${question}\n    ${text.split("\n")[0]}`),
+      `question ${n}`,
+    );
+  }
 });
 
-Deno.test("lab.ts --step outside 1..6 or not a number: one line and the usage, exit 2", async () => {
+Deno.test("README.md answers every handout question that a lab step prints", async () => {
+  const readme = await Deno.readTextFile(projectPath("README.md"));
+  const wanted = STEPS.flatMap((step) => step.questions ?? []);
+  for (const n of [1, 2, 3, 4, 5]) assert.ok(wanted.includes(n), `a step answers question ${n}`);
+  for (const [n, { question, text }] of handoutAnswers(readme, wanted)) {
+    assert.match(question, /\?$/, `question ${n} reads as a question`);
+    assert.ok(text.length > 40, `question ${n} has a real answer: ${text}`);
+    assert.doesNotMatch(question + text, /[`*]|\]\(/, `question ${n} is plain text`);
+  }
+});
+
+Deno.test("handoutAnswers() names a missing answer in one line", async () => {
+  const readme = await Deno.readTextFile(projectPath("README.md"));
+  const withoutThree = readme.replace(/^3\. \*\*.*\n(?: {3}.*\n)*/m, "");
+  assert.notEqual(withoutThree, readme, "the README's question 3 item was found and cut");
+  assert.doesNotThrow(() => handoutAnswers(withoutThree, [1, 2]));
+  assert.throws(() => handoutAnswers(withoutThree, [1, 3]), (err: unknown) => {
+    assert.ok(err instanceof CliError);
+    assert.match(err.message, /^README\.md does not answer question 3 under "## The handout's/);
+    assert.doesNotMatch(err.message, /\n/);
+    return true;
+  });
+  const noSection = readme.replace(ANSWERS_HEADING, "## Questions");
+  assert.throws(() => handoutAnswers(noSection, [1]), /README\.md has no section/);
+});
+
+Deno.test("lab.ts --step out of range or not a number: one line and the usage, exit 2", async () => {
   for (const step of ["abc", "0", "99"]) {
     const result = await runScript("lab.ts", ["--step", step], { permissions: LAB_PERMISSIONS });
     assert.equal(result.code, 2, `--step ${step}`);
