@@ -124,14 +124,25 @@ export interface LocalFile extends FileInfo {
 export class HashCache {
   #entries = new Map<string, { key: string; sha256: string }>();
 
-  /** The cached hash of `name` if its size, mtime and inode are unchanged. */
+  /** The cached hash of `name` if its size, mtime, ctime and inode are unchanged. */
   get(name: string, info: Deno.FileInfo): string | undefined {
     const hit = this.#entries.get(name);
     return hit && hit.key === cacheKey(info) ? hit.sha256 : undefined;
   }
 
-  /** Stores the hash of `name` as it is now. */
-  set(name: string, info: Deno.FileInfo, sha256: string): void {
+  /**
+   * Stores the hash of `name` as it is now, unless the file changed too
+   * recently to trust its stat: `cp -p` or `touch -d` can rewrite a file and
+   * put its old mtime back within the second its ctime still shows (Deno
+   * gives ctime in whole seconds), which the key could not tell apart. Such
+   * a file is simply hashed again next time (git's "racily clean" rule).
+   */
+  set(name: string, info: Deno.FileInfo, sha256: string, now: number = Date.now()): void {
+    const changed = Math.max(info.ctime?.getTime() ?? now, info.mtime?.getTime() ?? now);
+    if (now - changed < RACY_MS) {
+      this.#entries.delete(name);
+      return;
+    }
     this.#entries.set(name, { key: cacheKey(info), sha256 });
   }
 
@@ -141,8 +152,12 @@ export class HashCache {
   }
 }
 
+/** A file changed less than this long ago is hashed again next time (see `HashCache.set`). */
+const RACY_MS = 2_000;
+
 function cacheKey(info: Deno.FileInfo): string {
-  return `${info.size}:${info.mtime?.getTime()}:${info.ino}:${info.dev}`;
+  // ctime too: it changes on every write and nobody can set it back, unlike the mtime.
+  return `${info.size}:${info.mtime?.getTime()}:${info.ctime?.getTime()}:${info.ino}:${info.dev}`;
 }
 
 /**
