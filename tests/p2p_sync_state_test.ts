@@ -1,0 +1,80 @@
+/** The peer's state folder: round trip, and a lost or damaged state is replaced, not fatal. */
+
+import assert from "node:assert/strict";
+import {
+  forgetOldDeletions,
+  loadState,
+  newPeerId,
+  parseState,
+  PEER_ID,
+  saveState,
+  STATE_DIR,
+  STATE_FILE,
+  TOMBSTONE_TTL_MS,
+} from "../p2p/sync_state.ts";
+
+const A = "a".repeat(64);
+const B = "b".repeat(64);
+
+Deno.test("saveState() and loadState() round-trip the id, versions and deletions", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sync_state_" });
+  try {
+    const state = await loadState(dir);
+    assert.ok(PEER_ID.test(state.id));
+    state.files.set("sub/a.txt", { sha256: A, size: 3, mtime: 10, by: state.id, history: [B] });
+    state.deleted.set("gone.txt", { sha256: B, deletedAt: 1234 });
+    await saveState(dir, state);
+    const again = await loadState(dir);
+    assert.deepEqual(again, state);
+    // Deleting the folder is survivable: a fresh state with a new id.
+    await Deno.remove(`${dir}/${STATE_DIR}`, { recursive: true });
+    const fresh = await loadState(dir);
+    assert.notEqual(fresh.id, state.id);
+    assert.equal(fresh.files.size, 0);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("loadState(): a damaged state file is one note and a fresh state", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sync_state_" });
+  try {
+    await Deno.mkdir(`${dir}/${STATE_DIR}`);
+    await Deno.writeTextFile(`${dir}/${STATE_DIR}/${STATE_FILE}`, '{"id": "AB');
+    const notes: string[] = [];
+    const state = await loadState(dir, (line) => notes.push(line));
+    assert.equal(state.files.size, 0);
+    assert.equal(notes.length, 1);
+    assert.match(notes[0], /unusable \(not valid JSON\); starting with a fresh state/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("parseState(): bad entries are dropped one by one, the rest is kept", () => {
+  const text = JSON.stringify({
+    id: "ABCDEFG",
+    files: {
+      "ok.txt": { sha256: A, size: 1, mtime: 1, by: "ABCDEFG", history: [] },
+      "short-hash.txt": { sha256: "abc", size: 1, mtime: 1, by: "X", history: [] },
+      "bad-history.txt": { sha256: A, size: 1, mtime: 1, by: "X", history: [1] },
+    },
+    deleted: { "d.txt": { sha256: B, deletedAt: 5 }, "e.txt": { sha256: B } },
+  });
+  const state = parseState(text);
+  assert.ok(typeof state !== "string");
+  assert.deepEqual([...state.files.keys()], ["ok.txt"]);
+  assert.deepEqual([...state.deleted.keys()], ["d.txt"]);
+  assert.equal(parseState('{"id": "no spaces allowed"}'), "no valid peer id");
+  assert.equal(parseState("[]"), "no valid peer id");
+});
+
+Deno.test("forgetOldDeletions() keeps deletions for the tombstone time only", () => {
+  const state = parseState(JSON.stringify({ id: newPeerId() }));
+  assert.ok(typeof state !== "string");
+  const now = 10 * TOMBSTONE_TTL_MS;
+  state.deleted.set("old", { sha256: A, deletedAt: now - TOMBSTONE_TTL_MS - 1 });
+  state.deleted.set("new", { sha256: B, deletedAt: now - 1 });
+  forgetOldDeletions(state, now);
+  assert.deepEqual([...state.deleted.keys()], ["new"]);
+});
