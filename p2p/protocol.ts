@@ -55,6 +55,17 @@ export interface FileInfo {
   size?: number;
   /** Extension: SHA-256 of the contents, 64 lowercase hex digits. */
   sha256?: string;
+  /** Extension "versions": id of the peer that made this version. */
+  by?: string;
+  /** Extension "versions": SHA-256s of the versions this one was based on, newest first. */
+  history?: string[];
+}
+
+/** Extension "versions": a deletion a peer made: which version, when (whole seconds). */
+export interface DeletionInfo {
+  name: string;
+  sha256: string;
+  time: number;
 }
 
 /** Init (`files` present) or KeepAlive (`files` may be present: a changed list). */
@@ -63,7 +74,33 @@ export interface PeerMessage {
   port: number;
   /** The files it shares. */
   files?: FileInfo[];
+  /** Extension: this peer's id (kept across restarts). */
+  id?: string;
+  /** Extension: what this peer understands beyond the course's protocol (see {@linkcode FEATURES}). */
+  features?: string[];
+  /** Extension "versions": the deletions this peer made (sent with `files`). */
+  deleted?: DeletionInfo[];
 }
+
+/**
+ * The extensions our programs understand. A peer lists those it wants in
+ * `features` (Init); the tracker answers with those it accepted in the
+ * directory's {@linkcode META_KEY} entry and uses them only with that peer.
+ */
+export const FEATURES = ["versions"] as const;
+
+/**
+ * The directory key that carries the tracker's own word to a peer that asked
+ * for features: never a file name (a name never contains `/`), and never sent
+ * to a peer that did not ask.
+ */
+export const META_KEY = "/";
+
+/** Longest peer id accepted on the wire. */
+const PEER_ID = /^[A-Za-z0-9]{1,16}$/;
+
+/** Versions a history may list on the wire. */
+export const MAX_WIRE_HISTORY = 16;
 
 /** One peer that holds a file, and the version it holds. */
 export interface Holder {
@@ -89,10 +126,36 @@ export interface DirectoryEntry {
   sha256?: string;
   /** Extension: every live holder of the newest version, the chosen one included. */
   holders?: Holder[];
+  /** Extension "versions": id of the peer that made this version. */
+  by?: string;
+  /** Extension "versions": the versions this one supersedes, newest first. */
+  history?: string[];
+  /** Extension "versions": versions that lost a conflict here, and the name each is kept under. */
+  copies?: { sha256: string; name: string }[];
 }
 
 /** The tracker's answer: file name to entry. */
 export type Directory = Record<string, DirectoryEntry>;
+
+/** Extension "versions": a deleted path in the directory. */
+export interface DeletedEntry {
+  /** The version that was deleted. */
+  sha256: string;
+  /** Its ancestors: a copy holding any of them is deleted too. */
+  history: string[];
+  /** When, whole seconds since 1970. */
+  time: number;
+  /** Who deleted it. */
+  by: string;
+}
+
+/** A tracker's whole answer: the entries, the deleted paths, and the features it accepted. */
+export interface TrackerReply {
+  directory: Directory;
+  deleted: Record<string, DeletedEntry>;
+  /** `null` when the reply had no {@linkcode META_KEY} entry (the course's tracker). */
+  features: string[] | null;
+}
 
 /** A message that breaks the protocol; the reason says how. */
 export class ProtocolError extends Error {
@@ -162,6 +225,40 @@ function checkSha256(value: unknown, where: string): string {
   return value;
 }
 
+function checkPeerId(value: unknown, where: string): string {
+  if (typeof value !== "string" || (value !== "" && !PEER_ID.test(value))) {
+    throw new ProtocolError(`${where} must be up to 16 letters and digits, got ${describe(value)}`);
+  }
+  return value;
+}
+
+function checkHistory(value: unknown, where: string): string[] {
+  if (!Array.isArray(value) || value.length > MAX_WIRE_HISTORY) {
+    throw new ProtocolError(
+      `${where} must be a list of at most ${MAX_WIRE_HISTORY} SHA-256s, got ${describe(value)}`,
+    );
+  }
+  return value.map((h, i) => checkSha256(h, `${where}[${i}]`));
+}
+
+function checkStrings(value: unknown, where: string, max: number): string[] {
+  if (!Array.isArray(value) || value.length > max || value.some((v) => typeof v !== "string")) {
+    throw new ProtocolError(`${where} must be a list of at most ${max} strings`);
+  }
+  return value as string[];
+}
+
+function parseDeletion(value: unknown, where: string): DeletionInfo {
+  if (!isPlainObject(value) || typeof value.name !== "string") {
+    throw new ProtocolError(`${where} must be {"name", "sha256", "time"}, got ${describe(value)}`);
+  }
+  return {
+    name: value.name,
+    sha256: checkSha256(value.sha256, `${where}.sha256`),
+    time: checkMtime(value.time, `${where}.time`, MAX_MTIME_SECONDS),
+  };
+}
+
 function checkIp(value: unknown, where: string): string {
   if (typeof value !== "string" || value === "" || value.length > 64) {
     throw new ProtocolError(`${where} must be an IP address string, got ${describe(value)}`);
@@ -182,6 +279,8 @@ function parseFileInfo(value: unknown, where: string): FileInfo {
   };
   if (value.size !== undefined) info.size = checkSize(value.size, `${where}.size`);
   if (value.sha256 !== undefined) info.sha256 = checkSha256(value.sha256, `${where}.sha256`);
+  if (value.by !== undefined) info.by = checkPeerId(value.by, `${where}.by`);
+  if (value.history !== undefined) info.history = checkHistory(value.history, `${where}.history`);
   return info;
 }
 
@@ -212,6 +311,14 @@ export function parsePeerMessage(line: string): PeerMessage {
       throw new ProtocolError(`files must be an array, got ${describe(value.files)}`);
     }
     message.files = value.files.map((f, i) => parseFileInfo(f, `files[${i}]`));
+  }
+  if (value.id !== undefined) message.id = checkPeerId(value.id, "id");
+  if (value.features !== undefined) message.features = checkStrings(value.features, "features", 32);
+  if (value.deleted !== undefined) {
+    if (!Array.isArray(value.deleted)) {
+      throw new ProtocolError(`deleted must be an array, got ${describe(value.deleted)}`);
+    }
+    message.deleted = value.deleted.map((d, i) => parseDeletion(d, `deleted[${i}]`));
   }
   return message;
 }
@@ -244,7 +351,71 @@ function parseEntry(value: unknown, where: string): DirectoryEntry {
     }
     entry.holders = value.holders.map((h, i) => parseHolder(h, `${where}.holders[${i}]`));
   }
+  if (value.by !== undefined) entry.by = checkPeerId(value.by, `${where}.by`);
+  if (value.history !== undefined) entry.history = checkHistory(value.history, `${where}.history`);
+  if (value.copies !== undefined) {
+    if (!Array.isArray(value.copies)) {
+      throw new ProtocolError(`${where}.copies must be an array, got ${describe(value.copies)}`);
+    }
+    entry.copies = value.copies.map((c, i) => {
+      const at = `${where}.copies[${i}]`;
+      if (!isPlainObject(c) || typeof c.name !== "string") {
+        throw new ProtocolError(`${at} must be {"sha256", "name"}, got ${describe(c)}`);
+      }
+      return { sha256: checkSha256(c.sha256, `${at}.sha256`), name: c.name };
+    });
+  }
   return entry;
+}
+
+function parseDeletedEntry(value: Json, where: string): DeletedEntry {
+  return {
+    sha256: checkSha256(value.sha256, `${where}.sha256`),
+    history: value.history === undefined ? [] : checkHistory(value.history, `${where}.history`),
+    time: checkMtime(value.time, `${where}.time`),
+    by: value.by === undefined ? "" : checkPeerId(value.by, `${where}.by`),
+  };
+}
+
+/**
+ * Parses a tracker's whole answer: like {@linkcode parseDirectory}, and also
+ * the extension entries a tracker sends only to a peer that asked for them:
+ * the {@linkcode META_KEY} entry (the features it accepted) and deleted
+ * paths (`{"deleted": true, ...}`).
+ *
+ * @example
+ * ```ts
+ * import { parseTrackerReply } from "./protocol.ts";
+ * const reply = parseTrackerReply('{"/": {"features": ["versions"]}}');
+ * reply.features; // ["versions"]
+ * ```
+ * @throws {ProtocolError} with the reason.
+ */
+export function parseTrackerReply(line: string): TrackerReply {
+  const value = parseJsonObject(line, "directory");
+  const reply: TrackerReply = { directory: {}, deleted: {}, features: null };
+  for (const [name, entry] of Object.entries(value)) {
+    const where = describeName(name);
+    if (name === META_KEY && isPlainObject(entry)) {
+      reply.features = checkStrings(entry.features ?? [], `${where}.features`, 32);
+    } else if (isPlainObject(entry) && entry.deleted === true) {
+      Object.defineProperty(reply.deleted, name, {
+        value: parseDeletedEntry(entry, where),
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      });
+    } else {
+      // defineProperty, so even a name like "__proto__" stays an entry.
+      Object.defineProperty(reply.directory, name, {
+        value: parseEntry(entry, where),
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      });
+    }
+  }
+  return reply;
 }
 
 /**
