@@ -130,6 +130,9 @@ function addCopy(copies: ConflictCopy[], copy: ConflictCopy): ConflictCopy[] {
 /**
  * The tracker's rule for a version a peer announces at `path`. Returns the
  * path's new record (the old one is not changed) and what happened.
+ * `currentHeld` says whether any peer online holds the current version: if
+ * none does, a conflicting version wins whatever its mtime (the other is
+ * still kept, as a copy its holders make when they return).
  *
  * @example
  * ```ts
@@ -145,6 +148,7 @@ export function announce(
   record: PathRecord | undefined,
   path: string,
   version: Version,
+  currentHeld = true,
 ): { record: PathRecord; outcome: AnnounceOutcome } {
   const copies = record?.copies ?? [];
   const current = record?.current ?? null;
@@ -174,7 +178,10 @@ export function announce(
   // Neither is based on the other: keep both. The loser's ancestors join the winner's
   // history (the loser itself survives as a copy, so they are superseded), but not the
   // loser: its holders must rename it, never overwrite it.
-  const [winner, loser] = winsConflict(version, current) ? [version, current] : [current, version];
+  // A current version nobody online holds cannot be fetched: the announced one takes the name
+  // at once, and the absent one becomes a copy its holders make when they come back.
+  const announcedWins = !currentHeld || winsConflict(version, current);
+  const [winner, loser] = announcedWins ? [version, current] : [current, version];
   const next: Version = {
     ...winner,
     history: mergeHistory(winner.history, loser.history, loser.sha256),

@@ -86,6 +86,16 @@ Deno.test("announce(): two edits of the same version are a conflict; the newer m
   assert.equal(announce(older.record, "notes.txt", v("cc", 150, ["aa"])).outcome, "lost");
 });
 
+Deno.test("announce(): a conflict with a version nobody online holds is won by the one announced", () => {
+  const absent = announce(undefined, "a.txt", v("aa", 900)).record;
+  const late = announce(absent, "a.txt", v("bb", 100, [], "PEERTWO"), false);
+  assert.equal(late.outcome, "won");
+  assert.equal(late.record.current?.sha256, "bb");
+  // Its holder comes back later: it is told to keep its version as a copy.
+  assert.deepEqual(late.record.copies.map((c) => c.sha256), ["aa"]);
+  assert.equal(announce(late.record, "a.txt", v("aa", 900)).outcome, "lost");
+});
+
 Deno.test("winsConflict(): equal mtimes are settled the same way whichever arrives first", () => {
   const a = v("12", 100);
   const b = v("ab", 100);
