@@ -10,7 +10,11 @@
  * Try it: `echo '{"port": 8001, "files": [{"name": "a.txt", "mtime": 1700000000}]}' | nc 127.0.0.1 9000 -q 1`
  * prints the directory; `http://127.0.0.1:9001/` shows the live peers.
  *
- * Handout 002 ("peer-to-peer file synchronizer"), the tracker part.
+ * Handout 002 ("peer-to-peer file synchronizer"), the tracker part. This
+ * file is the socket side: listen, accept, read each connection's lines,
+ * write the replies, sweep on a timer. What each message does to the peers
+ * and the directory is decided in `tracker_state.ts` (pure, no sockets); the
+ * status page is `status_page.ts`.
  *
  * @module
  */
@@ -27,18 +31,26 @@ import {
 } from "../lib/cli.ts";
 import { acceptEach } from "../lib/accept.ts";
 import { LineReader, LineTooLongError } from "../lib/lines.ts";
-import { type Log, preview, printLog } from "../lib/log.ts";
-import { closeQuietly, concatBytes, formatAddr, listenOn, writeAll } from "../lib/net.ts";
+import { type Log, printLog } from "../lib/log.ts";
+import { closeQuietly, formatAddr, listenOn, writeAll } from "../lib/net.ts";
+import { parsePeerMessage, ProtocolError, TRACKER_MAX_LINE_BYTES } from "./protocol.ts";
+import { statusResponse } from "./status_page.ts";
 import {
-  type DirectoryEntry,
-  encodeJson,
-  type FileInfo,
-  type Holder,
-  isSafeFileName,
-  parsePeerMessage,
-  ProtocolError,
-  TRACKER_MAX_LINE_BYTES,
-} from "./protocol.ts";
+  type EncodedDirectory,
+  type Link,
+  type Now,
+  peerIp,
+  sample,
+  TrackerState,
+  type TrackerStats,
+} from "./tracker_state.ts";
+
+export {
+  MAX_LISTED_HOLDERS,
+  type PeerStats,
+  type TrackerCounters,
+  type TrackerStats,
+} from "./tracker_state.ts";
 
 /** The course's tracker forgets a peer after this much silence. */
 export const DEFAULT_PEER_TIMEOUT_SECONDS = 180;
@@ -53,13 +65,6 @@ export const DEFAULT_SWEEP_INTERVAL_SECONDS = 10;
  * directory needs about 35 KB/s.
  */
 export const DEFAULT_SEND_TIMEOUT_SECONDS = 30;
-
-/**
- * Holders listed in an entry's `holders` field: enough to fall back on when
- * one is gone, few enough that a file held by a thousand peers does not make
- * every directory response huge.
- */
-export const MAX_LISTED_HOLDERS = 16;
 
 /** Options for {@linkcode startTracker}. */
 export interface TrackerOptions {
@@ -92,76 +97,6 @@ export interface TrackerOptions {
   log?: Log;
 }
 
-/** One live peer as `/stats` shows it. */
-export interface PeerStats {
-  /** IP address seen on its socket. */
-  ip: string;
-  /** The file-serving port it announced. */
-  port: number;
-  /** When it first spoke (ISO 8601). */
-  firstSeen: string;
-  /** When it last spoke (ISO 8601). */
-  lastSeen: string;
-  /** Seconds since it last spoke. */
-  secondsSinceLastSeen: number;
-  /** Seconds until it expires unless it speaks again. */
-  secondsToExpiry: number;
-  /** Messages it has sent. */
-  messages: number;
-  /** The files it announced last. */
-  files: FileInfo[];
-}
-
-/** Running totals since the tracker started. */
-export interface TrackerCounters {
-  /** Connections accepted. */
-  connections: number;
-  /** Connections open now. */
-  openConnections: number;
-  /** Valid messages received. */
-  messages: number;
-  /** Messages that carried a file list (Init, or a changed list). */
-  fileLists: number;
-  /** Messages without a file list (KeepAlive). */
-  keepAlives: number;
-  /** Directory responses sent. */
-  responses: number;
-  /** Bytes of directory responses sent. */
-  responseBytes: number;
-  /** Peers that joined (a peer that expired and came back counts again). */
-  peersJoined: number;
-  /** Peers dropped after going silent. */
-  peersExpired: number;
-  /** Connections closed because of a bad message. */
-  rejected: number;
-  /** File names ignored because they were not plain names (such as `../x`). */
-  unsafeNames: number;
-  /** Connections closed because no complete message came for the peer timeout. */
-  silentClosed: number;
-  /** Connections closed because a directory reply was not taken within the send timeout. */
-  sendTimeouts: number;
-  /** Peers dropped because their connection announced another port instead. */
-  portChanges: number;
-}
-
-/** Everything the status page shows, as `/stats` serves it. */
-export interface TrackerStats {
-  /** Where peers connect. */
-  addr: string;
-  /** When the tracker started (ISO 8601). */
-  startedAt: string;
-  /** The `--peer-timeout` in force. */
-  peerTimeoutSeconds: number;
-  /** The `--sweep-interval` in force. */
-  sweepIntervalSeconds: number;
-  /** Live peers, oldest first. */
-  peers: PeerStats[];
-  /** The directory the next response will carry. */
-  directory: Record<string, DirectoryEntry>;
-  /** Totals. */
-  counters: TrackerCounters;
-}
-
 /** A running tracker. */
 export interface Tracker extends AsyncDisposable {
   /** Where peers connect. */
@@ -174,275 +109,11 @@ export interface Tracker extends AsyncDisposable {
   close(): Promise<void>;
 }
 
-/** A live peer: identified by the IP on its socket and the port in its messages. */
-interface PeerRecord {
-  key: string;
-  ip: string;
-  port: number;
-  firstSeen: number; // Date.now()
-  lastSeen: number; // Date.now()
-  lastHeard: number; // performance.now(), for expiry
-  messages: number;
-  files: Map<string, FileInfo>;
-  /** The connection its last message came on. */
-  via: PeerConnection;
-}
-
-/** One peer holding one version of a file. */
-interface Holding {
-  peer: PeerRecord;
-  info: FileInfo;
-  /** Order of announcement: of equal mtimes, the first announced wins, as in the course. */
-  seq: number;
-}
-
-/** One open connection, and the last file list announced on it (to restore after an expiry). */
-interface PeerConnection {
+/** One open connection: what the state knows of it, plus its socket. */
+interface PeerConnection extends Link {
   conn: Deno.TcpConn;
+  /** `ip:port` of the socket's far end, for log lines. */
   who: string;
-  ip: string;
-  /**
-   * Only the last list, whatever port it was for: a connection is one peer,
-   * and one that announced lists for many ports must not make us keep them all.
-   */
-  lastFiles: { port: number; files: FileInfo[] } | null;
-  /** The peer its last message was for: the one record this connection stands for. */
-  peer?: PeerRecord;
-  /**
-   * When the tracker began waiting for this connection's next message
-   * (`performance.now()`, set when it opens and after each reply is written);
-   * unset while a reply is being written, which the send timeout bounds.
-   */
-  waitingSince?: number;
-  /** Why the tracker closed this connection itself, for the log line. */
-  closedFor?: "silence" | "send timeout";
-}
-
-/**
- * Turns the address on a socket into the IP peers are told about: an IPv4
- * peer reaching a dual-stack listener shows up as `::ffff:10.0.0.2`, which a
- * Python peer cannot connect to as given.
- */
-function peerIp(addr: Deno.NetAddr): string {
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(addr.hostname);
-  return mapped ? mapped[1] : addr.hostname;
-}
-
-/** Whether two holders' copies may be the same bytes: no size or hash they both gave differs. */
-function sameBytes(a: Holding, b: Holding): boolean {
-  const agree = <T>(x: T | undefined, y: T | undefined) =>
-    x === undefined || y === undefined || x === y;
-  return agree(a.info.size, b.info.size) && agree(a.info.sha256, b.info.sha256);
-}
-
-/** `ip:port` as a student writes it (IPv6 in brackets). */
-function hostPort(p: { ip: string; port: number }): string {
-  return formatAddr({ hostname: p.ip, port: p.port });
-}
-
-/** A short, quoted, escaped sample of a message for a log line. */
-function sample(line: string): string {
-  return preview(new TextEncoder().encode(line));
-}
-
-/** Names per block of the encoded directory: a few to a few hundred kilobytes each. */
-const NAMES_PER_BLOCK = 256;
-
-const encoder = new TextEncoder();
-const OPEN_BRACE = encoder.encode("{");
-const CLOSE_BRACE_NEWLINE = encoder.encode("}\n");
-
-/** Consecutive names of the directory and their encoding (null: to be redone). */
-interface Block {
-  names: Set<string>;
-  bytes: Uint8Array | null;
-}
-
-/** A directory response ready to send: its pieces, in order. */
-interface EncodedDirectory {
-  parts: Uint8Array[];
-  bytes: number;
-}
-
-/**
- * The tracker's state: live peers, who holds what, and the encoded
- * directory, rebuilt only after something in it changed.
- */
-class TrackerState {
-  readonly peers = new Map<string, PeerRecord>();
-  /** File name to its holders, in announcement order; names in order of first appearance. */
-  readonly holdings = new Map<string, Holding[]>();
-  readonly counters: TrackerCounters = {
-    connections: 0,
-    openConnections: 0,
-    messages: 0,
-    fileLists: 0,
-    keepAlives: 0,
-    responses: 0,
-    responseBytes: 0,
-    peersJoined: 0,
-    peersExpired: 0,
-    rejected: 0,
-    unsafeNames: 0,
-    silentClosed: 0,
-    sendTimeouts: 0,
-    portChanges: 0,
-  };
-  #seq = 0;
-  /** Each name's encoded `"name": {...}` text, until that name changes. */
-  #fragments = new Map<string, string>();
-  /** The directory's names in order, cut into blocks that are encoded separately. */
-  #blocks: Block[] = [];
-  #blockOf = new Map<string, Block>();
-  /** The response as it goes on the wire, until something in it changes. */
-  #reply: EncodedDirectory | null = null;
-
-  /** The entry for one name: the newest version, first announced holder first. */
-  entry(name: string): DirectoryEntry | null {
-    const holders = this.holdings.get(name);
-    if (!holders || holders.length === 0) return null;
-    let newest = holders[0];
-    for (const h of holders) {
-      if (h.info.mtime > newest.info.mtime) newest = h;
-    }
-    const entry: DirectoryEntry = {
-      ip: newest.peer.ip,
-      port: newest.peer.port,
-      mtime: newest.info.mtime,
-    };
-    if (newest.info.size !== undefined) entry.size = newest.info.size;
-    if (newest.info.sha256 !== undefined) entry.sha256 = newest.info.sha256;
-    // Other holders of the same version, unless their size or hash says otherwise.
-    const same = holders.filter((h) => h.info.mtime === newest.info.mtime && sameBytes(h, newest));
-    entry.holders = [newest, ...same.filter((h) => h !== newest)]
-      .slice(0, MAX_LISTED_HOLDERS)
-      .map((h): Holder => ({ ip: h.peer.ip, port: h.peer.port, mtime: h.info.mtime }));
-    return entry;
-  }
-
-  /** The whole directory as plain data. */
-  directory(): Record<string, DirectoryEntry> {
-    const out: [string, DirectoryEntry][] = [];
-    for (const name of this.holdings.keys()) {
-      const entry = this.entry(name);
-      if (entry) out.push([name, entry]);
-    }
-    return Object.fromEntries(out);
-  }
-
-  /**
-   * The directory line as it goes on the wire, in pieces: a change to one
-   * name re-encodes only its block, so a peer's Init costs a few kilobytes
-   * of encoding, not the whole directory, and every response in flight
-   * shares the same buffers.
-   */
-  encodedDirectory(): EncodedDirectory {
-    if (this.#reply) {
-      // Unchanged since the last answer: from now on send it in one piece.
-      if (this.#reply.parts.length > 1) this.#reply.parts = [concatBytes(this.#reply.parts)];
-      return this.#reply;
-    }
-    const parts: Uint8Array[] = [];
-    for (const block of this.#blocks) {
-      if (block.names.size === 0) continue;
-      if (!block.bytes) {
-        // Each block starts with ", ": the first one's is cut off below.
-        let text = "";
-        for (const name of block.names) text += `, ${this.#fragment(name)}`;
-        block.bytes = encoder.encode(text);
-      }
-      parts.push(block.bytes);
-    }
-    if (parts.length === 0) {
-      parts.push(encoder.encode("{}\n"));
-    } else {
-      parts[0] = concatBytes([OPEN_BRACE, parts[0].subarray(2)]);
-      parts[parts.length - 1] = concatBytes([parts[parts.length - 1], CLOSE_BRACE_NEWLINE]);
-    }
-    this.#reply = { parts, bytes: parts.reduce((sum, p) => sum + p.length, 0) };
-    return this.#reply;
-  }
-
-  #fragment(name: string): string {
-    let fragment = this.#fragments.get(name);
-    if (fragment === undefined) {
-      fragment = `${encodeJson(name)}: ${encodeJson(this.entry(name))}`;
-      this.#fragments.set(name, fragment);
-    }
-    return fragment;
-  }
-
-  /** Notes that `name`'s entry changed, appeared or went away. */
-  #changed(name: string): void {
-    this.#fragments.delete(name);
-    this.#reply = null;
-    let block = this.#blockOf.get(name);
-    if (block && !this.holdings.has(name)) {
-      block.names.delete(name);
-      this.#blockOf.delete(name);
-      if (block.names.size === 0) this.#blocks.splice(this.#blocks.indexOf(block), 1);
-    } else if (!block && this.holdings.has(name)) {
-      // A new name goes last, as in the holdings map (and the course's dict).
-      block = this.#blocks.at(-1);
-      if (!block || block.names.size >= NAMES_PER_BLOCK) {
-        block = { names: new Set(), bytes: null };
-        this.#blocks.push(block);
-      }
-      block.names.add(name);
-      this.#blockOf.set(name, block);
-    }
-    if (block) block.bytes = null;
-  }
-
-  /**
-   * Sets a peer's files to `files`: names it no longer lists lose it as a
-   * holder, new names and new versions are appended.
-   */
-  setFiles(peer: PeerRecord, files: Map<string, FileInfo>): void {
-    for (const [name, old] of peer.files) {
-      const now = files.get(name);
-      if (now && now.mtime === old.mtime) {
-        // The same version again keeps its place in line; size or hash may have been added.
-        const holding = this.holdings.get(name)!.find((h) => h.peer === peer)!;
-        if (now.size !== old.size || now.sha256 !== old.sha256) {
-          holding.info = now;
-          this.#changed(name);
-        }
-        continue;
-      }
-      this.#removeHolding(name, peer);
-    }
-    for (const [name, info] of files) {
-      const old = peer.files.get(name);
-      if (old && old.mtime === info.mtime) continue;
-      let list = this.holdings.get(name);
-      if (!list) {
-        list = [];
-        this.holdings.set(name, list);
-      }
-      list.push({ peer, info, seq: this.#seq++ });
-      this.#changed(name);
-    }
-    peer.files = files;
-  }
-
-  #removeHolding(name: string, peer: PeerRecord): void {
-    const list = this.holdings.get(name);
-    if (!list) return;
-    const rest = list.filter((h) => h.peer !== peer);
-    if (rest.length === 0) this.holdings.delete(name);
-    else this.holdings.set(name, rest);
-    this.#changed(name);
-  }
-
-  /** Drops a peer and its holdings; returns the names it held. */
-  dropPeer(peer: PeerRecord): string[] {
-    const names = [...peer.files.keys()];
-    for (const name of names) this.#removeHolding(name, peer);
-    peer.files = new Map();
-    this.peers.delete(peer.key);
-    return names;
-  }
 }
 
 /**
@@ -463,105 +134,19 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
   const sweepIntervalSeconds = options.sweepIntervalSeconds ?? DEFAULT_SWEEP_INTERVAL_SECONDS;
   const sendTimeoutSeconds = options.sendTimeoutSeconds ?? DEFAULT_SEND_TIMEOUT_SECONDS;
   const maxLineBytes = options.maxLineBytes ?? TRACKER_MAX_LINE_BYTES;
-  const state = new TrackerState();
+  const state = new TrackerState({ peerTimeoutMs, quiet });
   const startedAt = Date.now();
 
+  // Bind the tracker's port: the course's socket(), bind() and listen().
   const listener = listenOn({ hostname: options.hostname ?? "127.0.0.1", port: options.port ?? 0 });
   const addr = listener.addr as Deno.NetAddr;
   const open = new Set<PeerConnection>();
   let closing = false;
 
-  /** Applies one valid message and returns the log line for it (null: nothing worth saying). */
-  function apply(pc: PeerConnection, line: string): string | null {
-    const message = parsePeerMessage(line);
-    const key = `${pc.ip}|${message.port}`;
-    const name = hostPort({ ip: pc.ip, port: message.port });
-    state.counters.messages++;
-    const previous = pc.peer;
-    if (previous && previous.key !== key) {
-      // One connection is one peer: a new port replaces the record of the old
-      // one at once (unless another connection has spoken for it since), and
-      // the list announced for the old port is not kept to restore.
-      pc.lastFiles = null;
-      if (previous.via === pc && state.peers.get(previous.key) === previous) {
-        const names = state.dropPeer(previous);
-        state.counters.portChanges++;
-        log(
-          `peer ${hostPort(previous)} now announces port ${message.port} on the same connection: ` +
-            `dropped it as ${holderOf(names)}`,
-        );
-      }
-    }
-    let peer = state.peers.get(key);
-    const joined = !peer;
-    if (!peer) {
-      peer = {
-        key,
-        ip: pc.ip,
-        port: message.port,
-        firstSeen: Date.now(),
-        lastSeen: Date.now(),
-        lastHeard: performance.now(),
-        messages: 0,
-        files: new Map(),
-        via: pc,
-      };
-      state.peers.set(key, peer);
-      state.counters.peersJoined++;
-    }
-    peer.lastSeen = Date.now();
-    peer.lastHeard = performance.now();
-    peer.messages++;
-    peer.via = pc;
-    pc.peer = peer;
-
-    let files = message.files;
-    let restored = false;
-    if (files) {
-      state.counters.fileLists++;
-      pc.lastFiles = { port: message.port, files };
-    } else {
-      state.counters.keepAlives++;
-      // A peer that went silent, expired, and speaks again on the same
-      // connection still has the files it announced there: keep them listed.
-      if (joined && pc.lastFiles?.port === message.port) {
-        files = pc.lastFiles.files;
-        restored = true;
-      }
-    }
-
-    const ignored: string[] = [];
-    if (files) {
-      const wanted = new Map<string, FileInfo>();
-      for (const f of files) {
-        if (!isSafeFileName(f.name)) {
-          ignored.push(f.name);
-          continue;
-        }
-        const seen = wanted.get(f.name);
-        if (!seen || f.mtime > seen.mtime) wanted.set(f.name, f);
-      }
-      if (!restored) state.counters.unsafeNames += ignored.length;
-      state.setFiles(peer, wanted);
-    }
-    // At most three names, each cut short: a name can be as long as a whole line.
-    const unsafe = ignored.length === 0 || restored
-      ? ""
-      : `; ignored unsafe names ${ignored.slice(0, 3).map(sample).join(", ")}` +
-        (ignored.length > 3 ? ` and ${ignored.length - 3} more` : "");
-
-    const count = `${peer.files.size} file${peer.files.size === 1 ? "" : "s"}`;
-    if (joined && restored) {
-      return `peer ${name} is back after expiring; restored its ${count} announced on this connection`;
-    }
-    if (joined && message.files) return `peer ${name} joined with ${count}${unsafe}`;
-    if (joined) {
-      return `peer ${name} joined without a file list (keep-alive from a peer we did not know)`;
-    }
-    if (message.files) return `peer ${name} sent its file list again: ${count}${unsafe}`;
-    return quiet ? null : `keep-alive from ${name} (${count})`;
-  }
-
+  /**
+   * One connection's conversation: read a message line, apply it to the
+   * state (tracker_state.ts), answer with the directory; until it closes.
+   */
   async function serve(pc: PeerConnection): Promise<void> {
     const lines = new LineReader(pc.conn, maxLineBytes);
     let ending = "peer hung up";
@@ -582,16 +167,16 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
         if (line === null) break;
         // Until the reply is written the send timeout is in charge, not the silence rule.
         pc.waitingSince = undefined;
-        let said: string | null;
+        let said: string[];
         try {
-          said = apply(pc, line);
+          said = state.apply(pc, parsePeerMessage(line), clock());
         } catch (err) {
           if (err instanceof ProtocolError) {
             throw new ProtocolError(`${err.message}; message was ${sample(line)}`);
           }
           throw err;
         }
-        if (said) log(said);
+        for (const text of said) log(text);
         // Every message is answered with the whole directory, as in the course.
         const reply = state.encodedDirectory();
         replyBytes = reply.bytes;
@@ -674,69 +259,31 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
     return serve(pc);
   }
 
-  /** How a dropped peer's files fared: `holder of 2 files (1 moved to another holder, 1 gone)`. */
-  function holderOf(names: string[]): string {
-    const moved = names.filter((n) => state.holdings.has(n)).length;
-    return `holder of ${names.length} file${names.length === 1 ? "" : "s"}` +
-      (names.length ? ` (${moved} moved to another holder, ${names.length - moved} gone)` : "");
-  }
-
+  /** Every sweep interval: expire silent peers and close silent connections (tracker_state.ts decides). */
   function sweep(): void {
-    const now = performance.now();
-    for (const peer of [...state.peers.values()]) {
-      if (now - peer.lastHeard <= peerTimeoutMs) continue;
-      const names = state.dropPeer(peer);
-      state.counters.peersExpired++;
-      const silent = ((now - peer.lastHeard) / 1000).toFixed(1);
-      log(
-        `peer ${hostPort(peer)} expired after ${silent} s of silence: dropped it as ${
-          holderOf(names)
-        }`,
-      );
-    }
-    // Silent connections go in the same look, not on a timer of their own:
-    // one pass over the open connections every sweep interval costs nothing
-    // even for thousands of them, and needs no timer re-armed per message. A
-    // connection is closed once the tracker has waited the peer timeout for a
-    // complete message line: bytes of an unfinished line do not count, so a
-    // line trickled a byte at a time cannot keep it open either. It closes
-    // between peerTimeout and peerTimeout + sweepInterval after its last
-    // message, together with the peer it spoke for (whose record still
-    // expires on its own, as in the course).
-    for (const pc of open) {
-      if (pc.closedFor || pc.waitingSince === undefined) continue;
-      if (now - pc.waitingSince <= peerTimeoutMs) continue;
-      pc.closedFor = "silence";
-      state.counters.silentClosed++;
-      closeQuietly(pc.conn);
-    }
+    const result = state.sweep(clock(), open);
+    for (const line of result.log) log(line);
+    for (const pc of result.close) closeQuietly(pc.conn);
   }
 
+  /** A snapshot of peers, directory and counters, for the status page and `/stats`. */
   function stats(): TrackerStats {
-    const now = performance.now();
     return {
       addr: formatAddr(addr),
       startedAt: new Date(startedAt).toISOString(),
       peerTimeoutSeconds: peerTimeoutMs / 1000,
       sweepIntervalSeconds,
-      peers: [...state.peers.values()].map((p) => ({
-        ip: p.ip,
-        port: p.port,
-        firstSeen: new Date(p.firstSeen).toISOString(),
-        lastSeen: new Date(p.lastSeen).toISOString(),
-        secondsSinceLastSeen: round((now - p.lastHeard) / 1000),
-        secondsToExpiry: round(Math.max(0, (peerTimeoutMs - (now - p.lastHeard)) / 1000)),
-        messages: p.messages,
-        files: [...p.files.values()],
-      })),
+      peers: state.peerStats(clock()),
       directory: state.directory(),
       counters: { ...state.counters },
     };
   }
 
+  // Accept each peer's connection (lib/accept.ts), and look for silent ones every sweep interval.
   const accepting = acceptEach(listener, welcome, { log });
   const sweeper = setInterval(sweep, sweepIntervalSeconds * 1000);
 
+  // The status page (status_page.ts) on its own port, unless httpPort is null.
   let http: Deno.HttpServer<Deno.NetAddr> | null = null;
   const port = options.port ?? 0;
   const httpPort = options.httpPort === undefined
@@ -785,75 +332,9 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
   };
 }
 
-function round(x: number): number {
-  return Math.round(x * 10) / 10;
-}
-
-/** Escapes text for HTML: file names come from peers and may hold markup. */
-function escapeHtml(text: string): string {
-  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}
-
-function statusResponse(request: Request, stats: TrackerStats): Response {
-  const path = new URL(request.url).pathname;
-  if (request.method !== "GET" && request.method !== "HEAD") {
-    return new Response("only GET here\n", { status: 405, headers: { allow: "GET, HEAD" } });
-  }
-  if (path === "/stats") {
-    return new Response(JSON.stringify(stats, null, 2) + "\n", {
-      headers: { "content-type": "application/json; charset=utf-8", "cache-control": "no-store" },
-    });
-  }
-  if (path === "/") {
-    return new Response(statusPage(stats), {
-      headers: { "content-type": "text/html; charset=utf-8", "cache-control": "no-store" },
-    });
-  }
-  return new Response("not found: try / or /stats\n", { status: 404 });
-}
-
-/** The page a person reads: live peers and their files, then the directory. */
-function statusPage(stats: TrackerStats): string {
-  const e = escapeHtml;
-  const time = (seconds: number) => new Date(seconds * 1000).toISOString().replace(".000Z", "Z");
-  const peerRows = stats.peers.map((p) =>
-    `<tr><td>${e(hostPort(p))}</td><td>${p.secondsSinceLastSeen.toFixed(1)} s ago</td>` +
-    `<td>${p.secondsToExpiry.toFixed(1)} s</td><td>${p.messages}</td>` +
-    `<td>${
-      p.files.length === 0 ? "<i>none</i>" : p.files.map((f) => e(f.name)).join(", ")
-    }</td></tr>`
-  ).join("\n");
-  const fileRows = Object.entries(stats.directory).map(([name, d]) =>
-    `<tr><td>${e(name)}</td><td>${e(time(d.mtime))}</td>` +
-    `<td>${d.size === undefined ? "?" : d.size}</td><td>${e(hostPort(d))}</td>` +
-    `<td>${(d.holders ?? []).slice(1).map((h) => e(hostPort(h))).join(", ")}</td></tr>`
-  ).join("\n");
-  const c = stats.counters;
-  return `<!doctype html>
-<html><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
-<title>P2P tracker ${e(stats.addr)}</title>
-<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}
-td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}</style></head>
-<body><h1>P2P tracker on ${e(stats.addr)}</h1>
-<p>Up since ${e(stats.startedAt)}. A peer expires after ${stats.peerTimeoutSeconds} s of silence,
-checked every ${stats.sweepIntervalSeconds} s. This page reloads every 5 s; the same data as JSON is at
-<a href="/stats">/stats</a>.</p>
-<h2>Live peers (${stats.peers.length})</h2>
-<table><tr><th>peer (ip:port)</th><th>last seen</th><th>expires in</th><th>messages</th><th>files</th></tr>
-${peerRows}
-</table>
-<h2>Directory (${Object.keys(stats.directory).length} files)</h2>
-<table><tr><th>name</th><th>mtime</th><th>bytes</th><th>fetch from</th><th>also held by</th></tr>
-${fileRows}
-</table>
-<h2>Counters</h2>
-<p>${c.connections} connections (${c.openConnections} open), ${c.messages} messages
-(${c.fileLists} with file lists, ${c.keepAlives} keep-alives), ${c.responses} directory responses,
-${c.peersJoined} peers joined, ${c.peersExpired} expired, ${c.rejected} connections rejected,
-${c.unsafeNames} unsafe file names ignored, ${c.silentClosed} silent connections closed,
-${c.sendTimeouts} closed for not reading, ${c.portChanges} peers replaced by another port of theirs.</p>
-</body></html>
-`;
+/** The time on both clocks the state needs. */
+function clock(): Now {
+  return { wall: Date.now(), mono: performance.now() };
 }
 
 const USAGE = `usage: deno run --allow-net p2p/tracker.ts [HOST PORT] [options]

@@ -1,0 +1,262 @@
+/**
+ * The peer's step 3 (handout 002, peer to tracker): with the directory in
+ * hand, decide which files to fetch and from whom. A pure function of plain
+ * data: the directory, this peer's versions, its own address as the tracker
+ * sees it, and what it remembers from earlier rounds (downloads in flight or
+ * queued, holders that failed lately, skips already reported). No sockets,
+ * no files, no clock: the caller passes `now`. Step 4 (`fetch.ts`) carries
+ * the decisions out.
+ *
+ * The rules today:
+ * - a file is fetched when this peer lacks it or holds an older mtime
+ *   (whole seconds: the newest mtime wins);
+ * - an entry whose name is not a plain shared name, or whose mtime is past
+ *   {@linkcode MAX_MTIME_SECONDS}, is skipped, and reported once;
+ * - the holders of the newest version are tried in the directory's order,
+ *   this peer itself left out, holders that failed lately last.
+ *
+ * @example
+ * ```ts
+ * import { planDownloads } from "./plan.ts";
+ * const plan = planDownloads({
+ *   directory: { "a.txt": { ip: "10.0.0.2", port: 8001, mtime: 1700000000 } },
+ *   local: new Map(),
+ *   self: "10.0.0.3:8000",
+ *   inFlight: new Set(),
+ *   queued: new Set(),
+ *   badHolders: new Map(),
+ *   warned: new Set(),
+ *   now: Date.now(),
+ * });
+ * plan.log; // ["fetching a.txt (missing here) from 10.0.0.2:8001"]
+ * ```
+ * @module
+ */
+
+import { preview } from "../lib/log.ts";
+import { formatAddr } from "../lib/net.ts";
+import { refusalReason } from "./files.ts";
+import { type Directory, type DirectoryEntry, MAX_MTIME_SECONDS } from "./protocol.ts";
+
+/** A holder that failed is tried last for this long. */
+export const BAD_HOLDER_MS = 30_000; // milliseconds
+
+/** A holder to fetch from. */
+export interface Source {
+  /** Its IP address as the tracker gave it (an IPv6 one perhaps in brackets). */
+  ip: string;
+  /** Its file-serving port. */
+  port: number;
+}
+
+/** A file to fetch: the directory's entry, the holders to try in order, and our copy's mtime. */
+export interface Wanted {
+  /** The directory's entry for the name: the version to fetch. */
+  entry: DirectoryEntry;
+  /** The holders to try, in order; never empty. */
+  sources: Source[];
+  /** Our copy's whole-second mtime when the fetch was planned; `null`: we had none. */
+  localMtime: number | null;
+}
+
+/** A set of names as the plan reads it: a `Set` of names, or a `Map` keyed by name. */
+export interface Names {
+  /** Whether `name` is in it. */
+  has(name: string): boolean;
+}
+
+/** Everything {@linkcode planDownloads} decides from, as plain data. */
+export interface PlanInput {
+  /** The tracker's directory, parsed. */
+  directory: Directory;
+  /** This peer's versions: file name to whole-second mtime (see {@linkcode localVersions}). */
+  local: ReadonlyMap<string, number>;
+  /** This peer's own `ip:port` as the tracker sees it (never fetch from ourselves), if known. */
+  self: string | undefined;
+  /** Names being downloaded now: left alone until they finish. */
+  inFlight: Names;
+  /** Names queued by the previous plan: planned again, but not reported again. */
+  queued: Names;
+  /** Holders that failed: `ip:port` (as {@linkcode sourceName} writes it) to when, in ms. */
+  badHolders: ReadonlyMap<string, number>;
+  /** Skips already reported, as {@linkcode warningKey} writes them. */
+  warned: ReadonlySet<string>;
+  /** The time now, in the same milliseconds as `badHolders` (`Date.now()`). */
+  now: number;
+}
+
+/** One directory entry the plan will not act on. */
+export interface Skipped {
+  /** The name as the directory gave it (show it with `preview`, it may hold anything). */
+  name: string;
+  /** Why it is skipped. */
+  reason: string;
+}
+
+/** What {@linkcode planDownloads} decided. */
+export interface Plan {
+  /** The files to fetch, in the directory's order: the whole queue, replacing the last one. */
+  fetch: Map<string, Wanted>;
+  /** Every entry skipped this round, and why. */
+  skipped: Skipped[];
+  /** The decisions worth a log line, in the directory's order: new fetches and new skips. */
+  log: string[];
+  /** Skips reported for the first time: add them to `warned` for the next round. */
+  warned: string[];
+}
+
+/**
+ * This peer's versions: its listing, and downloads finished since the
+ * listing started (the listing may have missed them), the newer mtime of the
+ * two winning.
+ *
+ * @example
+ * ```ts
+ * import { localVersions } from "./plan.ts";
+ * localVersions([{ name: "a.txt", mtime: 5 }], new Map([["a.txt", 9]])); // Map { "a.txt" => 9 }
+ * ```
+ */
+export function localVersions(
+  files: readonly { name: string; mtime: number }[],
+  recent: ReadonlyMap<string, number>,
+): Map<string, number> {
+  const have = new Map(files.map((f) => [f.name, f.mtime]));
+  for (const [name, mtime] of recent) have.set(name, Math.max(mtime, have.get(name) ?? 0));
+  return have;
+}
+
+/**
+ * Decides what to fetch: every entry that is safe, newer there than here
+ * (or missing here), not being downloaded now, and held by someone other
+ * than this peer. Pure: the same input gives the same plan.
+ *
+ * @example
+ * ```ts
+ * import { planDownloads } from "./plan.ts";
+ * const plan = planDownloads({
+ *   directory: { "../x": { ip: "10.0.0.2", port: 8001, mtime: 1 } },
+ *   local: new Map(), self: undefined, inFlight: new Set(), queued: new Set(),
+ *   badHolders: new Map(), warned: new Set(), now: 0,
+ * });
+ * plan.fetch.size; // 0
+ * plan.skipped[0].name; // "../x"
+ * ```
+ */
+export function planDownloads(input: PlanInput): Plan {
+  const fetch = new Map<string, Wanted>();
+  const skipped: Skipped[] = [];
+  const log: string[] = [];
+  const warned: string[] = [];
+  for (const [name, entry] of Object.entries(input.directory)) {
+    const reason = skipReason(name, entry);
+    if (reason !== null) {
+      skipped.push({ name, reason });
+      // Reported once per name and reason, not every round (names are unique in a directory).
+      const key = warningKey(name, reason);
+      if (!input.warned.has(key)) {
+        warned.push(key);
+        log.push(`skipping ${preview(new TextEncoder().encode(name))}: ${reason}`);
+      }
+      continue;
+    }
+    // mtimes are whole seconds on the wire; a peer sending fractions must not cause refetches.
+    const theirs = Math.floor(entry.mtime);
+    const ours = input.local.get(name);
+    if ((ours !== undefined && ours >= theirs) || input.inFlight.has(name)) continue;
+    const sources = holdersInOrder(entry, input.self, input.badHolders, input.now);
+    if (sources.length === 0) continue;
+    fetch.set(name, { entry, sources, localMtime: ours ?? null });
+    if (!input.queued.has(name)) {
+      const why = ours === undefined ? "missing here" : `newer there (mtime ${theirs} > ${ours})`;
+      log.push(`fetching ${name} (${why}) from ${sourceName(sources[0])}`);
+    }
+  }
+  return { fetch, skipped, log, warned };
+}
+
+/**
+ * Why a directory entry must not be acted on, or `null` when it may be: a
+ * name that is not a plain shared one, or an mtime no file system keeps.
+ *
+ * @example
+ * ```ts
+ * import { skipReason } from "./plan.ts";
+ * skipReason("a.txt", { ip: "10.0.0.2", port: 8001, mtime: 1e15 }); // "mtime 1000000000000000 is past ..."
+ * ```
+ */
+export function skipReason(name: string, entry: DirectoryEntry): string | null {
+  return refusalReason(name) ??
+    (entry.mtime > MAX_MTIME_SECONDS
+      ? `mtime ${entry.mtime} is past ${MAX_MTIME_SECONDS} (the year 2106)`
+      : null);
+}
+
+/** The key under which a skip is remembered as reported: name and reason. */
+export function warningKey(name: string, reason: string): string {
+  return `${name}\n${reason}`;
+}
+
+/**
+ * The holders of an entry's newest version: the chosen one first, then the
+ * others in the directory's order; this peer (`self`) left out, and holders
+ * that failed within {@linkcode BAD_HOLDER_MS} of `now` moved last.
+ *
+ * @example
+ * ```ts
+ * import { holdersInOrder } from "./plan.ts";
+ * const entry = { ip: "10.0.0.2", port: 8001, mtime: 5, holders: [{ ip: "10.0.0.3", port: 8001, mtime: 5 }] };
+ * holdersInOrder(entry, undefined, new Map([["10.0.0.2:8001", 0]]), 1000); // 10.0.0.3 first
+ * ```
+ */
+export function holdersInOrder(
+  entry: DirectoryEntry,
+  self: string | undefined,
+  badHolders: ReadonlyMap<string, number>,
+  now: number,
+): Source[] {
+  const all: Source[] = [{ ip: entry.ip, port: entry.port }];
+  for (const holder of entry.holders ?? []) {
+    if (holder.mtime < entry.mtime) continue;
+    if (!all.some((s) => s.ip === holder.ip && s.port === holder.port)) {
+      all.push({ ip: holder.ip, port: holder.port });
+    }
+  }
+  const failedLately = (s: Source) => {
+    const when = badHolders.get(sourceName(s));
+    return when !== undefined && now - when < BAD_HOLDER_MS ? 1 : 0;
+  };
+  return all
+    .filter((s) => sourceName(s) !== self)
+    .map((s, i) => ({ s, i }))
+    .sort((a, b) => failedLately(a.s) - failedLately(b.s) || a.i - b.i)
+    .map(({ s }) => s);
+}
+
+/**
+ * A holder's address to connect to: a tracker may hand out an IPv6 address
+ * already in brackets, which `formatAddr()` would bracket again.
+ *
+ * @example
+ * ```ts
+ * import { sourceAddr } from "./plan.ts";
+ * sourceAddr({ ip: "[::1]", port: 8000 }); // { hostname: "::1", port: 8000 }
+ * ```
+ */
+export function sourceAddr(source: Source): { hostname: string; port: number } {
+  // "[[::1]]:8000" would neither read well nor match our own address.
+  const bare = /^\[(.*)\]$/.exec(source.ip);
+  return { hostname: bare ? bare[1] : source.ip, port: source.port };
+}
+
+/**
+ * A holder as log lines and `badHolders` name it: `ip:port`, IPv6 in brackets.
+ *
+ * @example
+ * ```ts
+ * import { sourceName } from "./plan.ts";
+ * sourceName({ ip: "::1", port: 8000 }); // "[::1]:8000"
+ * ```
+ */
+export function sourceName(source: Source): string {
+  return formatAddr(sourceAddr(source));
+}

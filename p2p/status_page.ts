@@ -1,0 +1,115 @@
+/**
+ * The tracker's status page (beyond the handout): what a person sees at
+ * `http://127.0.0.1:9001/`, live peers and their files, then the directory,
+ * and the same data as JSON at `/stats` for a program. Pure: it turns a
+ * {@linkcode TrackerStats} snapshot into a `Response`; `tracker.ts` serves it
+ * with `Deno.serve`.
+ *
+ * @example
+ * ```ts
+ * import { statusResponse } from "./status_page.ts";
+ * import type { TrackerStats } from "./tracker_state.ts";
+ * declare const stats: TrackerStats;
+ * Deno.serve({ port: 9001 }, (request) => statusResponse(request, stats));
+ * ```
+ * @module
+ */
+
+import { hostPort, type TrackerStats } from "./tracker_state.ts";
+
+/**
+ * Escapes text for HTML: file names come from peers and may hold markup.
+ *
+ * @example
+ * ```ts
+ * import { escapeHtml } from "./status_page.ts";
+ * escapeHtml("<img>"); // "&#60;img&#62;"
+ * ```
+ */
+export function escapeHtml(text: string): string {
+  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+/**
+ * Answers one request to the status page: `/` the HTML page, `/stats` the
+ * JSON, anything else 404, any method but GET and HEAD 405.
+ *
+ * @example
+ * ```ts
+ * import { statusResponse } from "./status_page.ts";
+ * import type { TrackerStats } from "./tracker_state.ts";
+ * declare const stats: TrackerStats;
+ * statusResponse(new Request("http://127.0.0.1:9001/stats"), stats).status; // 200
+ * ```
+ */
+export function statusResponse(request: Request, stats: TrackerStats): Response {
+  const path = new URL(request.url).pathname;
+  if (request.method !== "GET" && request.method !== "HEAD") {
+    return new Response("only GET here\n", { status: 405, headers: { allow: "GET, HEAD" } });
+  }
+  if (path === "/stats") {
+    return new Response(JSON.stringify(stats, null, 2) + "\n", {
+      headers: { "content-type": "application/json; charset=utf-8", "cache-control": "no-store" },
+    });
+  }
+  if (path === "/") {
+    return new Response(statusPage(stats), {
+      headers: { "content-type": "text/html; charset=utf-8", "cache-control": "no-store" },
+    });
+  }
+  return new Response("not found: try / or /stats\n", { status: 404 });
+}
+
+/**
+ * The page a person reads: live peers and their files, then the directory.
+ *
+ * @example
+ * ```ts
+ * import { statusPage } from "./status_page.ts";
+ * import type { TrackerStats } from "./tracker_state.ts";
+ * declare const stats: TrackerStats;
+ * const html = statusPage(stats); // "<!doctype html>..."
+ * ```
+ */
+export function statusPage(stats: TrackerStats): string {
+  const e = escapeHtml;
+  const time = (seconds: number) => new Date(seconds * 1000).toISOString().replace(".000Z", "Z");
+  const peerRows = stats.peers.map((p) =>
+    `<tr><td>${e(hostPort(p))}</td><td>${p.secondsSinceLastSeen.toFixed(1)} s ago</td>` +
+    `<td>${p.secondsToExpiry.toFixed(1)} s</td><td>${p.messages}</td>` +
+    `<td>${
+      p.files.length === 0 ? "<i>none</i>" : p.files.map((f) => e(f.name)).join(", ")
+    }</td></tr>`
+  ).join("\n");
+  const fileRows = Object.entries(stats.directory).map(([name, d]) =>
+    `<tr><td>${e(name)}</td><td>${e(time(d.mtime))}</td>` +
+    `<td>${d.size === undefined ? "?" : d.size}</td><td>${e(hostPort(d))}</td>` +
+    `<td>${(d.holders ?? []).slice(1).map((h) => e(hostPort(h))).join(", ")}</td></tr>`
+  ).join("\n");
+  const c = stats.counters;
+  return `<!doctype html>
+<html><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
+<title>P2P tracker ${e(stats.addr)}</title>
+<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}
+td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}</style></head>
+<body><h1>P2P tracker on ${e(stats.addr)}</h1>
+<p>Up since ${e(stats.startedAt)}. A peer expires after ${stats.peerTimeoutSeconds} s of silence,
+checked every ${stats.sweepIntervalSeconds} s. This page reloads every 5 s; the same data as JSON is at
+<a href="/stats">/stats</a>.</p>
+<h2>Live peers (${stats.peers.length})</h2>
+<table><tr><th>peer (ip:port)</th><th>last seen</th><th>expires in</th><th>messages</th><th>files</th></tr>
+${peerRows}
+</table>
+<h2>Directory (${Object.keys(stats.directory).length} files)</h2>
+<table><tr><th>name</th><th>mtime</th><th>bytes</th><th>fetch from</th><th>also held by</th></tr>
+${fileRows}
+</table>
+<h2>Counters</h2>
+<p>${c.connections} connections (${c.openConnections} open), ${c.messages} messages
+(${c.fileLists} with file lists, ${c.keepAlives} keep-alives), ${c.responses} directory responses,
+${c.peersJoined} peers joined, ${c.peersExpired} expired, ${c.rejected} connections rejected,
+${c.unsafeNames} unsafe file names ignored, ${c.silentClosed} silent connections closed,
+${c.sendTimeouts} closed for not reading, ${c.portChanges} peers replaced by another port of theirs.</p>
+</body></html>
+`;
+}

@@ -1,0 +1,208 @@
+/**
+ * The peer's planning rules (`p2p/plan.ts`), case by case without sockets:
+ * what a peer fetches from a directory, from whom and in which order, and
+ * what it skips and reports once. Each case builds the plain data a round
+ * hands the plan and checks the decisions.
+ */
+
+import assert from "node:assert/strict";
+import {
+  BAD_HOLDER_MS,
+  holdersInOrder,
+  localVersions,
+  planDownloads,
+  type PlanInput,
+  sourceAddr,
+  sourceName,
+} from "../p2p/plan.ts";
+import { type Directory, type DirectoryEntry, MAX_MTIME_SECONDS } from "../p2p/protocol.ts";
+
+const MTIME = 1_700_000_000; // seconds: an ordinary file time
+const NOW = 1_800_000_000_000; // ms: the plan's `now`
+const SELF = "10.0.0.9:8000";
+
+/** A directory entry held by `ip:8001`, with more holders of the same version after it. */
+function entry(ip: string, mtime = MTIME, others: string[] = []): DirectoryEntry {
+  return {
+    ip,
+    port: 8001,
+    mtime,
+    holders: [ip, ...others].map((h) => ({ ip: h, port: 8001, mtime })),
+  };
+}
+
+/** A plan input: an empty peer (no files, nothing remembered) unless `over` says otherwise. */
+function input(directory: Directory, over: Partial<PlanInput> = {}): PlanInput {
+  return {
+    directory,
+    local: new Map(),
+    self: SELF,
+    inFlight: new Set(),
+    queued: new Set(),
+    badHolders: new Map(),
+    warned: new Set(),
+    now: NOW,
+    ...over,
+  };
+}
+
+Deno.test("planDownloads() fetches a file missing here from its holder and says so", () => {
+  const plan = planDownloads(input({ "a.txt": entry("10.0.0.2") }));
+  assert.deepEqual([...plan.fetch.keys()], ["a.txt"]);
+  const wanted = plan.fetch.get("a.txt")!;
+  assert.equal(wanted.localMtime, null);
+  assert.deepEqual(wanted.sources, [{ ip: "10.0.0.2", port: 8001 }]);
+  assert.deepEqual(plan.log, ["fetching a.txt (missing here) from 10.0.0.2:8001"]);
+  assert.deepEqual(plan.skipped, []);
+});
+
+Deno.test("planDownloads() fetches only a strictly newer mtime, in whole seconds", () => {
+  const directory = {
+    "newer.txt": entry("10.0.0.2", MTIME + 5),
+    "same.txt": entry("10.0.0.2", MTIME),
+    "older.txt": entry("10.0.0.2", MTIME - 5),
+    "fraction.txt": entry("10.0.0.2", MTIME + 0.9),
+  };
+  const local = new Map(Object.keys(directory).map((name) => [name, MTIME]));
+  const plan = planDownloads(input(directory, { local }));
+  assert.deepEqual([...plan.fetch.keys()], ["newer.txt"]);
+  assert.equal(plan.fetch.get("newer.txt")!.localMtime, MTIME);
+  assert.deepEqual(plan.log, [
+    `fetching newer.txt (newer there (mtime ${MTIME + 5} > ${MTIME})) from 10.0.0.2:8001`,
+  ]);
+});
+
+Deno.test("planDownloads() never fetches from this peer's own address", () => {
+  const plan = planDownloads(input({
+    "mine.txt": entry("10.0.0.9"),
+    "both.txt": { ...entry("10.0.0.9", MTIME, ["10.0.0.2"]), port: 8000 },
+  }, { self: "10.0.0.9:8001" }));
+  // mine.txt is held only by us: nothing to do, nothing to say.
+  assert.deepEqual([...plan.fetch.keys()], ["both.txt"]);
+  assert.deepEqual(plan.fetch.get("both.txt")!.sources, [
+    { ip: "10.0.0.9", port: 8000 },
+    { ip: "10.0.0.2", port: 8001 },
+  ]);
+});
+
+Deno.test("planDownloads() skips names that are not plain shared files, and says so once", () => {
+  const directory = {
+    "../etc/passwd": entry("10.0.0.2"),
+    ".hidden": entry("10.0.0.2"),
+    "peer.py": entry("10.0.0.2"),
+    "a\u0000b": entry("10.0.0.2"),
+    "ok.txt": entry("10.0.0.2"),
+  };
+  const first = planDownloads(input(directory));
+  assert.deepEqual([...first.fetch.keys()], ["ok.txt"]);
+  assert.deepEqual(first.skipped.map((s) => s.name), [
+    "../etc/passwd",
+    ".hidden",
+    "peer.py",
+    "a\u0000b",
+  ]);
+  assert.equal(first.warned.length, 4);
+  assert.equal(first.log.filter((line) => line.startsWith("skipping ")).length, 4);
+  assert.match(first.log[0], /^skipping "\.\.\/etc\/passwd": path separators/);
+  assert.ok(!first.log.some((line) => line.includes("\u0000")), "names are escaped in the log");
+
+  // The next round: the same skips, nothing new to report.
+  const second = planDownloads(input(directory, { warned: new Set(first.warned) }));
+  assert.equal(second.skipped.length, 4);
+  assert.deepEqual(second.warned, []);
+  assert.deepEqual(second.log, ["fetching ok.txt (missing here) from 10.0.0.2:8001"]);
+});
+
+Deno.test("planDownloads() skips an mtime past 2106 but takes one at the bound", () => {
+  const plan = planDownloads(input({
+    "far.txt": entry("10.0.0.2", MAX_MTIME_SECONDS + 1),
+    "edge.txt": entry("10.0.0.2", MAX_MTIME_SECONDS),
+  }));
+  assert.deepEqual([...plan.fetch.keys()], ["edge.txt"]);
+  assert.deepEqual(plan.skipped, [{
+    name: "far.txt",
+    reason: `mtime ${MAX_MTIME_SECONDS + 1} is past ${MAX_MTIME_SECONDS} (the year 2106)`,
+  }]);
+});
+
+Deno.test("planDownloads() leaves a download in flight alone and does not repeat a queued one", () => {
+  const directory = { "busy.txt": entry("10.0.0.2"), "queued.txt": entry("10.0.0.2") };
+  const plan = planDownloads(input(directory, {
+    inFlight: new Set(["busy.txt"]),
+    queued: new Set(["queued.txt"]),
+  }));
+  // Still queued (the plan is the whole queue), but already reported last round.
+  assert.deepEqual([...plan.fetch.keys()], ["queued.txt"]);
+  assert.deepEqual(plan.log, []);
+});
+
+Deno.test("planDownloads() keeps the directory's order and changes nothing it is given", () => {
+  const directory = { "b.txt": entry("10.0.0.2"), "a.txt": entry("10.0.0.3"), "../x": entry("h") };
+  const given = input(directory, {
+    warned: new Set(),
+    badHolders: new Map([["10.0.0.2:8001", NOW]]),
+  });
+  const before = structuredClone(given);
+  const one = planDownloads(given);
+  const two = planDownloads(given);
+  assert.deepEqual([...one.fetch.keys()], ["b.txt", "a.txt"]);
+  assert.deepEqual(one, two, "the same input gives the same plan");
+  assert.deepEqual(given, before, "the input is not changed");
+});
+
+Deno.test("holdersInOrder() lists the chosen holder, then others of the same version once each", () => {
+  const e: DirectoryEntry = {
+    ip: "10.0.0.2",
+    port: 8001,
+    mtime: MTIME,
+    holders: [
+      { ip: "10.0.0.2", port: 8001, mtime: MTIME },
+      { ip: "10.0.0.3", port: 8001, mtime: MTIME - 1 }, // an older version: not this file
+      { ip: "10.0.0.4", port: 8001, mtime: MTIME },
+      { ip: "10.0.0.4", port: 8001, mtime: MTIME }, // listed twice
+      { ip: "10.0.0.4", port: 8002, mtime: MTIME },
+    ],
+  };
+  assert.deepEqual(holdersInOrder(e, undefined, new Map(), NOW), [
+    { ip: "10.0.0.2", port: 8001 },
+    { ip: "10.0.0.4", port: 8001 },
+    { ip: "10.0.0.4", port: 8002 },
+  ]);
+});
+
+Deno.test("holdersInOrder() tries holders that failed lately last, and forgets after BAD_HOLDER_MS", () => {
+  const e = entry("10.0.0.2", MTIME, ["10.0.0.3", "10.0.0.4"]);
+  const bad = new Map([["10.0.0.2:8001", NOW - 1000], ["10.0.0.3:8001", NOW - BAD_HOLDER_MS]]);
+  // 10.0.0.3 failed exactly BAD_HOLDER_MS ago: forgiven.
+  assert.deepEqual(holdersInOrder(e, undefined, bad, NOW).map((s) => s.ip), [
+    "10.0.0.3",
+    "10.0.0.4",
+    "10.0.0.2",
+  ]);
+  // A bad holder moved last is still tried: the plan names the first good one.
+  const plan = planDownloads(input({ "a.txt": e }, { badHolders: bad }));
+  assert.deepEqual(plan.log, ["fetching a.txt (missing here) from 10.0.0.3:8001"]);
+});
+
+Deno.test("localVersions() counts a download finished during the listing, the newer mtime winning", () => {
+  const have = localVersions(
+    [{ name: "a.txt", mtime: 100 }, { name: "b.txt", mtime: 300 }],
+    new Map([["a.txt", 200], ["b.txt", 250], ["c.txt", 50]]),
+  );
+  assert.deepEqual(have, new Map([["a.txt", 200], ["b.txt", 300], ["c.txt", 50]]));
+  // So a file just fetched is not fetched again from a directory that still lists it.
+  const plan = planDownloads(input({ "c.txt": entry("10.0.0.2", 50) }, { local: have }));
+  assert.equal(plan.fetch.size, 0);
+});
+
+Deno.test("sourceAddr() and sourceName() take an IPv6 address with or without brackets", () => {
+  assert.deepEqual(sourceAddr({ ip: "[::1]", port: 8000 }), { hostname: "::1", port: 8000 });
+  assert.equal(sourceName({ ip: "[::1]", port: 8000 }), "[::1]:8000");
+  assert.equal(sourceName({ ip: "::1", port: 8000 }), "[::1]:8000");
+  assert.equal(sourceName({ ip: "10.0.0.2", port: 8000 }), "10.0.0.2:8000");
+  // Our own address in either spelling is recognised.
+  const plan = planDownloads(
+    input({ "a.txt": { ...entry("[::1]"), holders: [] } }, { self: "[::1]:8001" }),
+  );
+  assert.equal(plan.fetch.size, 0);
+});
