@@ -20,7 +20,7 @@
 
 import { errorMessage } from "../lib/cli.ts";
 import { formatBytes, type Log, printLog } from "../lib/log.ts";
-import { downloadFile, type HashCache, LocalChangeError } from "./files.ts";
+import { downloadFile, type DownloadResult, type HashCache, LocalChangeError } from "./files.ts";
 import { sourceName, type Wanted } from "./plan.ts";
 
 /** Files fetched at once; more wait their turn. */
@@ -54,6 +54,8 @@ export interface DownloadQueueOptions {
   progress?: boolean;
   /** Where lines go. @default {console.log} */
   log?: Log;
+  /** Called when a file is in place: the peer records the version it now holds. */
+  onDownloaded?: (name: string, wanted: Wanted, result: DownloadResult) => void;
 }
 
 /** The downloads a peer runs: the queue the plan sets, and the ones in flight. */
@@ -125,7 +127,8 @@ export class DownloadQueue {
   }
 
   /** Fetches one file, trying each holder in turn. */
-  async #fetch(name: string, { entry, sources, localMtime }: Wanted): Promise<void> {
+  async #fetch(name: string, wanted: Wanted): Promise<void> {
+    const { entry, sources, localMtime, byContent } = wanted;
     const stats = this.#options.stats;
     for (const [i, source] of sources.entries()) {
       if (this.#stopping) return;
@@ -140,12 +143,14 @@ export class DownloadQueue {
           size: entry.size,
           sha256: entry.sha256,
           localMtime,
+          byContent,
           idleTimeoutSeconds: this.#options.idleTimeoutSeconds,
           onProgress: this.#progress(name, entry.size),
           signal: this.#abort.signal,
         });
         this.#options.hashes.set(name, result.info, result.sha256);
         this.recent.set(name, Math.floor(entry.mtime));
+        this.#options.onDownloaded?.(name, wanted, result);
         this.badHolders.delete(where);
         stats.downloads++;
         stats.bytes += result.bytes;

@@ -328,6 +328,13 @@ export interface DownloadOptions {
    * file as the download started only}
    */
   localMtime?: number | null;
+  /**
+   * The plan compared versions by content (the "versions" extension): the
+   * download replaces a copy the swarm has seen superseded, however new its
+   * mtime looks, so only a change made here meanwhile stops it.
+   * @default {false}
+   */
+  byContent?: boolean;
   /** Seconds to wait for the connection. @default {5} */
   connectTimeoutSeconds?: number;
   /** Seconds without a single byte before giving up. @default {30} */
@@ -487,11 +494,12 @@ function localChange(
     return `${options.name} appeared here meanwhile (mtime ${mtime})`;
   }
   const same = now.ino === before.ino && now.dev === before.dev && now.size === before.size &&
-    now.mtime?.getTime() === before.mtime?.getTime();
+    now.mtime?.getTime() === before.mtime?.getTime() &&
+    now.ctime?.getTime() === before.ctime?.getTime();
   if (!same || (options.localMtime !== undefined && mtime !== options.localMtime)) {
     return `${options.name} changed here meanwhile (mtime now ${mtime})`;
   }
-  if (mtime >= Math.floor(options.mtime)) {
+  if (!options.byContent && mtime >= Math.floor(options.mtime)) {
     return `${options.name} here is as new (mtime ${mtime} >= ${Math.floor(options.mtime)})`;
   }
   return null;

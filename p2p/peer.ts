@@ -48,11 +48,31 @@ import { MAX_POOL_SIZE, type Mode, MODES } from "../lib/concurrency.ts";
 import { parseWorkers } from "../lib/server_cli.ts";
 import { type Log, printLog } from "../lib/log.ts";
 import { formatAddr } from "../lib/net.ts";
-import { HashCache, listSharedFiles, removeStaleTempFiles } from "./files.ts";
+import { errorMessage } from "../lib/cli.ts";
+import { type DownloadResult, HashCache, listSharedFiles, removeStaleTempFiles } from "./files.ts";
 import { listenFromPort, serveFiles } from "./serve_files.ts";
 import { repeatRounds, TrackerLink } from "./tracker_link.ts";
-import { localVersions, planDownloads } from "./plan.ts";
+import {
+  type LocalCopy,
+  localVersions,
+  type Plan,
+  planDownloads,
+  planVersions,
+  type VersionsPlan,
+  type Wanted,
+} from "./plan.ts";
 import { DownloadQueue } from "./fetch.ts";
+import { deleteIfUnchanged, goneFrom, keepConflictCopy } from "./local_actions.ts";
+import { FEATURES, type FileInfo } from "./protocol.ts";
+import {
+  forgetOldDeletions,
+  loadState,
+  saveState,
+  scanFolder,
+  STATE_DIR,
+  type SyncState,
+} from "./sync_state.ts";
+import { MAX_HISTORY, type Version } from "./versions.ts";
 
 export { PARALLEL_DOWNLOADS } from "./fetch.ts";
 export { type FileHandlerOptions, fileRequestHandler } from "./serve_files.ts";
@@ -189,6 +209,13 @@ export async function startPeer(options: PeerOptions): Promise<Peer> {
     stats,
     log,
   });
+  // What this peer remembers of its folder between runs: its id, the version of each file,
+  // its deletions (sync_state.ts). Losing it is safe: see p2p/PROTOCOL.md.
+  const state = await loadState(dir, log);
+  const saver = new StateSaver(dir, state, log);
+  /** Downloads finished since the round's listing began: path to what is there now. */
+  const downloaded = new Map<string, LocalCopy>();
+
   // Step 4's queue: it fetches what each plan chooses (fetch.ts).
   const hashes = new HashCache();
   const downloads = new DownloadQueue({
@@ -198,6 +225,12 @@ export async function startPeer(options: PeerOptions): Promise<Peer> {
     idleTimeoutSeconds: options.idleTimeoutSeconds,
     progress: options.progress,
     log,
+    onDownloaded(name, wanted, result) {
+      state.files.set(name, downloadedVersion(wanted, result, state.files.get(name)));
+      state.deleted.delete(name);
+      downloaded.set(name, { sha256: result.sha256, mtime: Math.floor(wanted.entry.mtime) });
+      saver.dirty = true;
+    },
   });
   /** Skipped directory entries already reported, so each is logged once. */
   const warned = new Set<string>();
@@ -205,26 +238,87 @@ export async function startPeer(options: PeerOptions): Promise<Peer> {
   /** One round: list the folder, send Init or KeepAlive, plan, fetch. */
   async function round(): Promise<void> {
     downloads.forgetRecent();
+    downloaded.clear();
     const files = await listSharedFiles(dir, hashes);
     if (tracker.closed) return;
+    // What changed here since the last round: edits are new versions, missing files deletions.
+    const listed = new Set(files.map((f) => f.name));
+    const gone = await goneFrom(dir, [...state.files.keys()].filter((p) => !listed.has(p)));
+    const now = Date.now();
+    const scan = scanFolder(state, files, (path) => gone.has(path), now, downloaded);
+    forgetOldDeletions(state, now);
+    for (const path of scan.deleted) log(`deleted here: ${path} (telling the other peers)`);
+    if (scan.changed.length > 0 || scan.deleted.length > 0) saver.dirty = true;
+
     // Step 2: Init on a new connection, else a KeepAlive; the tracker answers with the directory.
-    const directory = await tracker.exchange(files);
+    const held = new Set([...listed, ...downloaded.keys()]);
+    const reply = await tracker.exchange(announcedFiles(held, state), {
+      id: state.id,
+      features: FEATURES,
+      deleted: [...state.deleted].map(([name, d]) => ({
+        name,
+        sha256: d.sha256,
+        time: Math.floor(d.deletedAt / 1000),
+      })),
+    });
     stats.rounds++;
-    // Step 3: decide what to fetch and from whom (plan.ts: a pure function of plain data).
-    const plan = planDownloads({
-      directory,
-      local: localVersions(files, downloads.recent),
+    // Step 3: decide what to do and from whom (plan.ts: pure functions of plain data): by
+    // content when the tracker speaks "versions", by the course's newest mtime otherwise.
+    const common = {
+      directory: reply.directory,
       self: tracker.self,
       inFlight: downloads.inFlight,
       queued: downloads.queued,
       badHolders: downloads.badHolders,
       warned,
-      now: Date.now(),
-    });
+      now,
+    };
+    let plan: Plan;
+    let versionsPlan: VersionsPlan | null = null;
+    if (reply.features?.includes("versions")) {
+      const local = new Map(files.map((f) => [f.name, { sha256: f.sha256, mtime: f.mtime }]));
+      for (const [name, copy] of downloaded) local.set(name, copy);
+      plan = versionsPlan = planVersions({
+        ...common,
+        deleted: reply.deleted,
+        local,
+        recorded: state.files,
+        deletedHere: state.deleted,
+      });
+    } else {
+      plan = planDownloads({ ...common, local: localVersions(files, downloads.recent) });
+    }
     for (const key of plan.warned) warned.add(key);
     for (const line of plan.log) log(`round ${stats.rounds}: ${line}`);
+    if (versionsPlan) await applyToFolder(versionsPlan);
     // Step 4: fetch, a few files at once, each from its holders in turn (fetch.ts).
     downloads.replace(plan.fetch);
+    await saver.save();
+  }
+
+  /** Keeps conflict losers under their copy names and deletes what the swarm deleted. */
+  async function applyToFolder(plan: VersionsPlan): Promise<void> {
+    for (const { from, to, sha256 } of plan.copies) {
+      const why = await keepConflictCopy(dir, from, to, sha256).catch(errorMessage);
+      if (why !== null) {
+        log(`round ${stats.rounds}: could not keep ${from} as ${to}: ${why}; will try again`);
+        plan.fetch.delete(from);
+        continue;
+      }
+      state.files.delete(from);
+      saver.dirty = true;
+      log(`round ${stats.rounds}: ${from} lost a conflict: your version is kept as ${to}`);
+    }
+    for (const { path, sha256, by } of plan.deletes) {
+      const why = await deleteIfUnchanged(dir, path, sha256).catch(errorMessage);
+      if (why !== null) {
+        log(`round ${stats.rounds}: not deleting ${path}: ${why}`);
+        continue;
+      }
+      state.files.delete(path);
+      saver.dirty = true;
+      log(`round ${stats.rounds}: deleted ${path}: it was deleted on peer ${by || "(unknown)"}`);
+    }
   }
   // A round now, then one every interval (the KeepAlives); after a tracker failure, back off.
   const rounds = repeatRounds(tracker, round, { interval: options.interval, log });
@@ -235,6 +329,7 @@ export async function startPeer(options: PeerOptions): Promise<Peer> {
       downloads.abort();
       await rounds.stop();
       await downloads.settled();
+      await saver.save();
       await server.close();
     })();
   return {
@@ -245,6 +340,87 @@ export async function startPeer(options: PeerOptions): Promise<Peer> {
     close,
     [Symbol.asyncDispose]: close,
   };
+}
+
+/**
+ * The files our peer announces, sorted by name: the course's name and mtime,
+ * and the version the state records for each (the scan has just updated it).
+ */
+function announcedFiles(paths: Set<string>, state: SyncState): FileInfo[] {
+  const files: FileInfo[] = [];
+  for (const name of [...paths].sort()) {
+    const v = state.files.get(name);
+    if (v === undefined) continue;
+    const info: FileInfo = { name, mtime: v.mtime, size: v.size, sha256: v.sha256, by: v.by };
+    if (v.history.length > 0) info.history = v.history;
+    files.push(info);
+  }
+  return files;
+}
+
+/**
+ * The version a finished download put in place: the directory's, when it
+ * named one; else (a course peer's file, by mtime) a new version based on
+ * the one recorded here.
+ */
+function downloadedVersion(
+  wanted: Wanted,
+  result: DownloadResult,
+  recorded: Version | undefined,
+): Version {
+  const { entry } = wanted;
+  if (entry.sha256 === result.sha256 && entry.by !== undefined) {
+    return {
+      sha256: result.sha256,
+      size: result.bytes,
+      mtime: Math.floor(entry.mtime),
+      by: entry.by,
+      history: entry.history ?? [],
+    };
+  }
+  const history = recorded && recorded.sha256 !== result.sha256
+    ? [recorded.sha256, ...recorded.history].slice(0, MAX_HISTORY)
+    : recorded?.history ?? [];
+  return {
+    sha256: result.sha256,
+    size: result.bytes,
+    mtime: Math.floor(entry.mtime),
+    by: "",
+    history,
+  };
+}
+
+/** Writes the state after a round that changed it; a failure is reported once per reason. */
+class StateSaver {
+  dirty = true;
+  #dir: string;
+  #state: SyncState;
+  #log: Log;
+  #lastError: string | null = null;
+
+  constructor(dir: string, state: SyncState, log: Log) {
+    this.#dir = dir;
+    this.#state = state;
+    this.#log = log;
+  }
+
+  async save(): Promise<void> {
+    if (!this.dirty) return;
+    try {
+      await saveState(this.#dir, this.#state);
+      this.dirty = false;
+      this.#lastError = null;
+    } catch (err) {
+      const why = errorMessage(err);
+      if (why !== this.#lastError) {
+        this.#log(
+          `cannot save ${STATE_DIR}/ in the folder (${why}); syncing on, but a restart ` +
+            "will see every file as new (conflicts keep both versions)",
+        );
+        this.#lastError = why;
+      }
+    }
+  }
 }
 
 /**

@@ -36,7 +36,13 @@
 import { preview } from "../lib/log.ts";
 import { formatAddr } from "../lib/net.ts";
 import { refusalReason } from "./files.ts";
-import { type Directory, type DirectoryEntry, MAX_MTIME_SECONDS } from "./protocol.ts";
+import {
+  type DeletedEntry,
+  type Directory,
+  type DirectoryEntry,
+  MAX_MTIME_SECONDS,
+} from "./protocol.ts";
+import { planPath, type Version } from "./versions.ts";
 
 /** A holder that failed is tried last for this long. */
 export const BAD_HOLDER_MS = 30_000; // milliseconds
@@ -57,6 +63,8 @@ export interface Wanted {
   sources: Source[];
   /** Our copy's whole-second mtime when the fetch was planned; `null`: we had none. */
   localMtime: number | null;
+  /** Planned by content (the "versions" extension): a newer-looking local mtime does not stop it. */
+  byContent?: boolean;
 }
 
 /** A set of names as the plan reads it: a `Set` of names, or a `Map` keyed by name. */
@@ -259,4 +267,145 @@ export function sourceAddr(source: Source): { hostname: string; port: number } {
  */
 export function sourceName(source: Source): string {
   return formatAddr(sourceAddr(source));
+}
+
+/** One file of this peer as {@linkcode planVersions} reads it. */
+export interface LocalCopy {
+  sha256: string;
+  /** Whole-second mtime. */
+  mtime: number;
+}
+
+/** Everything {@linkcode planVersions} decides from, as plain data. */
+export interface VersionsPlanInput extends Omit<PlanInput, "local"> {
+  /** Deleted paths, from a tracker that accepted "versions". */
+  deleted: Readonly<Record<string, DeletedEntry>>;
+  /** This peer's files as listed (downloads finished since included), by path. */
+  local: ReadonlyMap<string, LocalCopy>;
+  /** The versions this peer recorded (its state), by path. */
+  recorded: ReadonlyMap<string, Version>;
+  /** Deletions made here: path to the version deleted. */
+  deletedHere: ReadonlyMap<string, { sha256: string }>;
+}
+
+/** What {@linkcode planVersions} decided, besides the fetches. */
+export interface VersionsPlan extends Plan {
+  /** Local copies that lost a conflict: rename `from` to `to`, then fetch `from`. */
+  copies: { from: string; to: string; sha256: string }[];
+  /** Local copies the swarm deleted: delete them if they still hold `sha256`. */
+  deletes: { path: string; sha256: string; by: string }[];
+}
+
+/**
+ * Decides, path by path, what to do with a directory from a tracker that
+ * accepted the "versions" extension: fetch what this peer lacks or holds an
+ * ancestor of, rename a copy that lost a conflict and then fetch the winner,
+ * delete a copy the swarm deleted, and otherwise keep (and announce) what is
+ * here. An entry without a SHA-256 comes from a course peer: the course's
+ * rule (a newer mtime) decides, and only over a copy unchanged here.
+ *
+ * @example
+ * ```ts
+ * import { planVersions } from "./plan.ts";
+ * const sha = (c: string) => c.repeat(64);
+ * const plan = planVersions({
+ *   directory: { "a.txt": { ip: "10.0.0.2", port: 8001, mtime: 5, sha256: sha("b"), history: [sha("a")] } },
+ *   deleted: {},
+ *   local: new Map([["a.txt", { sha256: sha("a"), mtime: 9 }]]),
+ *   recorded: new Map(),
+ *   deletedHere: new Map(),
+ *   self: undefined, inFlight: new Set(), queued: new Set(), badHolders: new Map(), warned: new Set(), now: 0,
+ * });
+ * plan.fetch.has("a.txt"); // true: our copy is an older version, whatever its mtime
+ * ```
+ */
+export function planVersions(input: VersionsPlanInput): VersionsPlan {
+  const plan: VersionsPlan = {
+    fetch: new Map(),
+    skipped: [],
+    log: [],
+    warned: [],
+    copies: [],
+    deletes: [],
+  };
+  const skip = (name: string, reason: string) => {
+    plan.skipped.push({ name, reason });
+    const key = warningKey(name, reason);
+    if (!input.warned.has(key)) {
+      plan.warned.push(key);
+      plan.log.push(`skipping ${preview(new TextEncoder().encode(name))}: ${reason}`);
+    }
+  };
+  const fetch = (name: string, entry: DirectoryEntry, localMtime: number | null, why: string) => {
+    if (input.inFlight.has(name)) return;
+    const sources = holdersInOrder(entry, input.self, input.badHolders, input.now);
+    if (sources.length === 0) return;
+    plan.fetch.set(name, { entry, sources, localMtime, byContent: true });
+    if (!input.queued.has(name)) {
+      plan.log.push(`fetching ${name} (${why}) from ${sourceName(sources[0])}`);
+    }
+  };
+
+  for (const [name, entry] of Object.entries(input.directory)) {
+    const reason = skipReason(name, entry);
+    if (reason !== null) {
+      skip(name, reason);
+      continue;
+    }
+    const local = input.local.get(name) ?? null;
+    if (entry.sha256 === undefined) {
+      // A course peer's copy, newer by its mtime than any version ours know.
+      const recorded = input.recorded.get(name);
+      const unchanged = local !== null && recorded?.sha256 === local.sha256;
+      if (local === null) fetch(name, entry, null, "missing here");
+      else if (unchanged && Math.floor(entry.mtime) > local.mtime) {
+        fetch(
+          name,
+          entry,
+          local.mtime,
+          `newer there (mtime ${Math.floor(entry.mtime)} > ${local.mtime})`,
+        );
+      }
+      continue;
+    }
+    const version: Version = {
+      sha256: entry.sha256,
+      size: entry.size ?? 0,
+      mtime: entry.mtime,
+      by: entry.by ?? "",
+      history: entry.history ?? [],
+    };
+    const action = planPath(
+      local?.sha256 ?? null,
+      { kind: "current", version, copies: entry.copies ?? [] },
+      input.deletedHere.get(name)?.sha256 ?? null,
+    );
+    if (action.kind === "fetch") {
+      fetch(
+        name,
+        entry,
+        local?.mtime ?? null,
+        local === null ? "missing here" : "a newer version there",
+      );
+    } else if (action.kind === "copy-then-fetch") {
+      const reason = refusalReason(action.copyName);
+      if (reason !== null) {
+        skip(action.copyName, `conflict copy of ${name}: ${reason}`);
+        continue;
+      }
+      plan.copies.push({ from: name, to: action.copyName, sha256: local!.sha256 });
+      // The copy is renamed first: by then nothing is under the name.
+      fetch(name, entry, null, "the version that won a conflict");
+    }
+  }
+  for (const [name, tombstone] of Object.entries(input.deleted)) {
+    if (refusalReason(name) !== null) continue;
+    const local = input.local.get(name);
+    if (!local) continue;
+    const action = planPath(local.sha256, { kind: "deleted", tombstone });
+    if (action.kind === "delete") {
+      plan.deletes.push({ path: name, sha256: local.sha256, by: tombstone.by });
+    }
+  }
+  return plan;
 }

@@ -12,7 +12,7 @@
  * @module
  */
 
-import { MAX_HISTORY, type Version } from "./versions.ts";
+import { localVersion, MAX_HISTORY, type Version } from "./versions.ts";
 
 /** The hidden folder inside the share (hidden names are never shared). */
 export const STATE_DIR = ".p2p-sync";
@@ -163,4 +163,58 @@ export function forgetOldDeletions(state: SyncState, now: number): void {
   for (const [path, d] of state.deleted) {
     if (now - d.deletedAt > TOMBSTONE_TTL_MS) state.deleted.delete(path);
   }
+}
+
+/** What {@linkcode scanFolder} noticed. */
+export interface ScanResult {
+  /** Paths whose bytes changed here since they were recorded, or that are new here. */
+  changed: string[];
+  /** Recorded paths that are gone from the folder: deleted here. */
+  deleted: string[];
+}
+
+/**
+ * Brings the state up to date with a listing of the folder: a listed file
+ * whose bytes differ from its record is a new version by this peer (based on
+ * the recorded one); a recorded file that is not listed and that `gone` says
+ * is really gone (not merely unreadable for a moment) was deleted here.
+ * Paths in `skip` (downloads that finished after the listing began) keep
+ * the version the download recorded.
+ *
+ * @example
+ * ```ts
+ * import { freshState, scanFolder } from "./sync_state.ts";
+ * const state = freshState();
+ * const sha256 = "a".repeat(64);
+ * scanFolder(state, [{ name: "a.txt", mtime: 1, size: 1, sha256 }], () => true, 0).changed; // ["a.txt"]
+ * ```
+ */
+export function scanFolder(
+  state: SyncState,
+  files: readonly { name: string; mtime: number; size: number; sha256: string }[],
+  gone: (path: string) => boolean,
+  now: number,
+  skip: { has(path: string): boolean } = new Set(),
+): ScanResult {
+  const result: ScanResult = { changed: [], deleted: [] };
+  const listed = new Set<string>();
+  for (const file of files) {
+    listed.add(file.name);
+    // Fetched since the listing began: the listing shows the bytes the download replaced.
+    if (skip.has(file.name)) continue;
+    const recorded = state.files.get(file.name);
+    const version = localVersion(recorded, file, state.id);
+    if (recorded === undefined || recorded.sha256 !== version.sha256) {
+      result.changed.push(file.name);
+    }
+    state.files.set(file.name, version);
+    state.deleted.delete(file.name);
+  }
+  for (const [path, recorded] of state.files) {
+    if (listed.has(path) || skip.has(path) || !gone(path)) continue;
+    state.files.delete(path);
+    state.deleted.set(path, { sha256: recorded.sha256, deletedAt: now });
+    result.deleted.push(path);
+  }
+  return result;
 }

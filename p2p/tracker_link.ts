@@ -6,7 +6,8 @@
  * tracker goes away or restarts.
  *
  * - {@linkcode TrackerLink} is the connection: `exchange(files)` sends Init
- *   or KeepAlive and resolves to the directory.
+ *   or KeepAlive and resolves to the tracker's reply (the directory, and
+ *   the extensions' part when the tracker accepted any).
  * - {@linkcode repeatRounds} runs one round per interval and backs off after
  *   a tracker failure.
  *
@@ -14,8 +15,8 @@
  * ```ts
  * import { TrackerLink } from "./tracker_link.ts";
  * const tracker = new TrackerLink({ tracker: { hostname: "127.0.0.1", port: 9000 }, port: 8000 });
- * const directory = await tracker.exchange([]); // Init with no files
- * console.log(Object.keys(directory));
+ * const reply = await tracker.exchange([]); // Init with no files
+ * console.log(Object.keys(reply.directory));
  * tracker.close();
  * ```
  * @module
@@ -25,13 +26,24 @@ import { CliError, errorMessage, type HostPort } from "../lib/cli.ts";
 import { LineReader } from "../lib/lines.ts";
 import { type Log, printLog } from "../lib/log.ts";
 import { closeQuietly, connectTo, formatAddr, writeAll } from "../lib/net.ts";
-import type { LocalFile } from "./files.ts";
 import {
-  type Directory,
+  type DeletionInfo,
   DIRECTORY_MAX_LINE_BYTES,
   encodeLine,
-  parseDirectory,
+  type FileInfo,
+  parseTrackerReply,
+  type TrackerReply,
 } from "./protocol.ts";
+
+/** What our peer adds to Init and to a changed file list (the course's tracker ignores it). */
+export interface Extensions {
+  /** This peer's id. */
+  id: string;
+  /** The extensions it asks for. */
+  features: readonly string[];
+  /** The deletions it made (sent with every file list). */
+  deleted: DeletionInfo[];
+}
 
 /** First wait before reconnecting to the tracker; it doubles up to the maximum. */
 const BACKOFF_FIRST_MS = 250;
@@ -99,24 +111,36 @@ export class TrackerLink {
    *
    * @throws {TrackerError} or {@linkcode CliError} when the tracker cannot be reached or answers badly.
    */
-  async exchange(files: LocalFile[]): Promise<Directory> {
-    const snapshot = JSON.stringify(files);
-    let message: { port: number; files?: LocalFile[] };
+  async exchange(files: FileInfo[], extensions?: Extensions): Promise<TrackerReply> {
+    const snapshot = JSON.stringify([files, extensions?.deleted]);
+    const withFiles = () => ({
+      port: this.#port,
+      files,
+      ...(extensions
+        ? { id: extensions.id, features: extensions.features, deleted: extensions.deleted }
+        : {}),
+    });
+    let message: { port: number; files?: FileInfo[] };
     if (this.#conn === null) {
       await this.#connect();
-      message = { port: this.#port, files };
+      message = withFiles();
       this.#log(
         `connected to tracker ${formatAddr(this.tracker)}; sent Init with ${files.length} file(s)`,
       );
     } else if (snapshot !== this.#announced) {
-      message = { port: this.#port, files };
+      message = withFiles();
       this.#log(`file list changed: sent KeepAlive with ${files.length} file(s)`);
     } else {
       message = { port: this.#port };
     }
-    const directory = await this.#ask(message);
+    const reply = await this.#ask(message);
     this.#announced = snapshot;
-    return directory;
+    return reply;
+  }
+
+  /** Sends the file list again with the next message, even if it did not change. */
+  resend(): void {
+    this.#announced = null;
   }
 
   /** Closes the connection; the next exchange reconnects and sends Init. */
@@ -146,7 +170,7 @@ export class TrackerLink {
   }
 
   /** Sends one message and reads the directory it is answered with. */
-  async #ask(message: unknown): Promise<Directory> {
+  async #ask(message: unknown): Promise<TrackerReply> {
     const tracker = this.#conn!;
     const limit = Math.max(TRACKER_REPLY_TIMEOUT_SECONDS, (3 * this.#interval) / 1000);
     let timedOut = false;
@@ -158,7 +182,7 @@ export class TrackerLink {
       await writeAll(tracker.conn, encodeLine(message));
       const line = await tracker.lines.readLine();
       if (line === null) throw new TrackerError("it closed the connection");
-      return parseDirectory(line);
+      return parseTrackerReply(line);
     } catch (err) {
       if (err instanceof TrackerError) throw err;
       if (timedOut) throw new TrackerError(`no directory within ${limit} s`);
@@ -189,7 +213,7 @@ export interface Rounds {
  * ```ts
  * import { repeatRounds, TrackerLink } from "./tracker_link.ts";
  * const tracker = new TrackerLink({ tracker: { hostname: "127.0.0.1", port: 9000 }, port: 8000 });
- * const rounds = repeatRounds(tracker, async () => console.log(await tracker.exchange([])));
+ * const rounds = repeatRounds(tracker, async () => console.log((await tracker.exchange([])).directory));
  * await rounds.stop();
  * ```
  */

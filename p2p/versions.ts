@@ -336,11 +336,10 @@ export function localVersion(
   disk: { sha256: string; size: number; mtime: number },
   self: string,
 ): Version {
-  if (recorded !== undefined && recorded.sha256 === disk.sha256) {
-    return { ...recorded, size: disk.size, mtime: disk.mtime };
-  }
+  const { sha256, size, mtime } = disk;
+  if (recorded !== undefined && recorded.sha256 === sha256) return { ...recorded, size, mtime };
   const history = recorded === undefined
     ? []
     : [recorded.sha256, ...recorded.history].slice(0, MAX_HISTORY);
-  return { ...disk, by: self, history };
+  return { sha256, size, mtime, by: self, history };
 }

@@ -10,6 +10,7 @@ import { createHash } from "node:crypto";
 import type { Mode } from "../lib/concurrency.ts";
 import { peerPermissions } from "../p2p/peer.ts";
 import { type Script, startScript, waitUntil } from "./helpers.ts";
+import { STATE_DIR } from "../p2p/sync_state.ts";
 
 /** The one `waitUntil` of the tests (`tests/helpers.ts`), for tests that import it from here. */
 export { waitUntil };
@@ -59,6 +60,8 @@ export interface Seen {
 export async function folderState(dir: string): Promise<Record<string, Seen | null>> {
   const state: Record<string, Seen | null> = {};
   for await (const entry of Deno.readDir(dir)) {
+    // The peer's own memory of the folder, not a shared file.
+    if (entry.name === STATE_DIR) continue;
     if (!entry.isFile) {
       state[entry.name] = null;
       continue;
@@ -94,7 +97,8 @@ export function canonical(state: Record<string, Seen | null>): string {
 
 /** Names in a folder (cheap; for polling). */
 export function namesIn(dir: string): string[] {
-  return [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+  // The peer's state folder is its own memory, not a file it shares or a leftover.
+  return [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n !== STATE_DIR).sort();
 }
 
 /** Resolves when every folder holds the same files (same names, bytes and mtimes). */

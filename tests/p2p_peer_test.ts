@@ -586,9 +586,15 @@ Deno.test("Init lists the shared files with size and SHA-256; a KeepAlive carrie
     });
     await waitUntil(() => (tracker.messages[0]?.length ?? 0) >= 3, 5000, "three messages");
     const [init, keepAlive] = tracker.messages[0];
+    // The course's fields first, then ours (id, features, deletions: the course ignores them).
+    const id = init.id as string;
+    assert.match(id, /^[A-Z2-7]{7}$/);
     assert.deepEqual(init, {
       port: peer.addr.port,
-      files: [{ name: "a.txt", mtime: T0, size: a.length, sha256: sha256(a) }],
+      files: [{ name: "a.txt", mtime: T0, size: a.length, sha256: sha256(a), by: id }],
+      id,
+      features: ["versions"],
+      deleted: [],
     });
     assert.deepEqual(keepAlive, { port: peer.addr.port });
     // A new file: the next KeepAlive has the whole list, the ones after it none.
@@ -598,8 +604,8 @@ Deno.test("Init lists the shared files with size and SHA-256; a KeepAlive carrie
     await waitUntil(() => tracker.messages[0].some(withList), 5000, "the changed list");
     const at = tracker.messages[0].findIndex(withList);
     assert.deepEqual(tracker.messages[0][at].files, [
-      { name: "a.txt", mtime: T0, size: a.length, sha256: sha256(a) },
-      { name: "b.bin", mtime: T0 + 1, size: b.length, sha256: sha256(b) },
+      { name: "a.txt", mtime: T0, size: a.length, sha256: sha256(a), by: id },
+      { name: "b.bin", mtime: T0 + 1, size: b.length, sha256: sha256(b), by: id },
     ]);
     await waitUntil(() => tracker.messages[0].length >= at + 3, 5000, "two more messages");
     assert.deepEqual(tracker.messages[0].slice(at + 1, at + 3), [

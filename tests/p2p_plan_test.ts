@@ -12,8 +12,10 @@ import {
   localVersions,
   planDownloads,
   type PlanInput,
+  planVersions,
   sourceAddr,
   sourceName,
+  type VersionsPlanInput,
 } from "../p2p/plan.ts";
 import { type Directory, type DirectoryEntry, MAX_MTIME_SECONDS } from "../p2p/protocol.ts";
 
@@ -205,4 +207,114 @@ Deno.test("sourceAddr() and sourceName() take an IPv6 address with or without br
     input({ "a.txt": { ...entry("[::1]"), holders: [] } }, { self: "[::1]:8001" }),
   );
   assert.equal(plan.fetch.size, 0);
+});
+
+// ---------------------------------------------------------------------------
+// planVersions(): the same step with a tracker that speaks "versions".
+
+const sha = (c: string) => c.repeat(64);
+
+function versionsInput(overrides: Partial<VersionsPlanInput>): VersionsPlanInput {
+  return {
+    directory: {},
+    deleted: {},
+    local: new Map(),
+    recorded: new Map(),
+    deletedHere: new Map(),
+    self: "10.0.0.9:8000",
+    inFlight: new Set(),
+    queued: new Set(),
+    badHolders: new Map(),
+    warned: new Set(),
+    now: 0,
+    ...overrides,
+  };
+}
+
+const versioned = (sha256: string, history: string[] = [], extra = {}) => ({
+  ip: "10.0.0.2",
+  port: 8001,
+  mtime: 100,
+  size: 1,
+  sha256,
+  by: "PEERTWO",
+  history,
+  ...extra,
+});
+
+Deno.test("planVersions(): an older version here is replaced whatever its mtime; the current one is left", () => {
+  const plan = planVersions(versionsInput({
+    directory: { "a.txt": versioned(sha("b"), [sha("a")]), "b.txt": versioned(sha("c")) },
+    // Our a.txt is dated 2030: the mtime rule would keep it for ever.
+    local: new Map([
+      ["a.txt", { sha256: sha("a"), mtime: 1_900_000_000 }],
+      ["b.txt", { sha256: sha("c"), mtime: 5 }],
+    ]),
+  }));
+  assert.deepEqual([...plan.fetch.keys()], ["a.txt"]);
+  assert.equal(plan.fetch.get("a.txt")!.byContent, true);
+  assert.deepEqual(plan.log, ["fetching a.txt (a newer version there) from 10.0.0.2:8001"]);
+});
+
+Deno.test("planVersions(): a copy that lost a conflict is renamed first, then the winner fetched", () => {
+  const copyName = "a.sync-conflict-19700101-000140-PEERONE.txt";
+  const plan = planVersions(versionsInput({
+    directory: {
+      "a.txt": versioned(sha("c"), [sha("a")], { copies: [{ sha256: sha("b"), name: copyName }] }),
+    },
+    local: new Map([["a.txt", { sha256: sha("b"), mtime: 100 }]]),
+  }));
+  assert.deepEqual(plan.copies, [{ from: "a.txt", to: copyName, sha256: sha("b") }]);
+  assert.equal(plan.fetch.get("a.txt")!.localMtime, null);
+});
+
+Deno.test("planVersions(): unknown bytes here are kept (they were announced); nothing is fetched over them", () => {
+  const plan = planVersions(versionsInput({
+    directory: { "a.txt": versioned(sha("c"), [sha("a")]) },
+    local: new Map([["a.txt", { sha256: sha("d"), mtime: 1 }]]),
+  }));
+  assert.equal(plan.fetch.size, 0);
+  assert.deepEqual(plan.copies, []);
+});
+
+Deno.test("planVersions(): a deleted path deletes the deleted version here, never an edit of it", () => {
+  const tombstone = { sha256: sha("b"), history: [sha("a")], time: 9, by: "PEERTWO" };
+  const plan = planVersions(versionsInput({
+    deleted: { "old.txt": tombstone, "edited.txt": tombstone, "ancient.txt": tombstone },
+    local: new Map([
+      ["old.txt", { sha256: sha("b"), mtime: 1 }],
+      ["edited.txt", { sha256: sha("e"), mtime: 1 }],
+      ["ancient.txt", { sha256: sha("a"), mtime: 1 }],
+    ]),
+  }));
+  assert.deepEqual(plan.deletes, [
+    { path: "old.txt", sha256: sha("b"), by: "PEERTWO" },
+    { path: "ancient.txt", sha256: sha("a"), by: "PEERTWO" },
+  ]);
+});
+
+Deno.test("planVersions(): a file deleted here is not fetched back while the tracker still lists it", () => {
+  const plan = planVersions(versionsInput({
+    directory: { "a.txt": versioned(sha("b")), "c.txt": versioned(sha("c")) },
+    deletedHere: new Map([["a.txt", { sha256: sha("b") }], ["c.txt", { sha256: sha("x") }]]),
+  }));
+  // c.txt was deleted here in another version: the one listed is an edit, fetched.
+  assert.deepEqual([...plan.fetch.keys()], ["c.txt"]);
+});
+
+Deno.test("planVersions(): a course peer's entry (no SHA-256) is fetched by mtime, only over an unchanged copy", () => {
+  const course = { ip: "10.0.0.3", port: 8002, mtime: 500 };
+  const recorded = new Map([
+    ["same.txt", { sha256: sha("a"), size: 1, mtime: 100, by: "X", history: [] }],
+    ["edited.txt", { sha256: sha("a"), size: 1, mtime: 100, by: "X", history: [] }],
+  ]);
+  const plan = planVersions(versionsInput({
+    directory: { "same.txt": course, "edited.txt": course, "new.txt": course },
+    local: new Map([
+      ["same.txt", { sha256: sha("a"), mtime: 100 }],
+      ["edited.txt", { sha256: sha("e"), mtime: 100 }],
+    ]),
+    recorded,
+  }));
+  assert.deepEqual([...plan.fetch.keys()].sort(), ["new.txt", "same.txt"]);
 });

@@ -8,6 +8,7 @@ import {
   parseState,
   PEER_ID,
   saveState,
+  scanFolder,
   STATE_DIR,
   STATE_FILE,
   TOMBSTONE_TTL_MS,
@@ -77,4 +78,41 @@ Deno.test("forgetOldDeletions() keeps deletions for the tombstone time only", ()
   state.deleted.set("new", { sha256: B, deletedAt: now - 1 });
   forgetOldDeletions(state, now);
   assert.deepEqual([...state.deleted.keys()], ["new"]);
+});
+
+Deno.test("scanFolder(): edits become versions by this peer, gone files deletions, unreadable ones neither", () => {
+  const state = parseState(JSON.stringify({ id: "SELFAAA" }));
+  assert.ok(typeof state !== "string");
+  state.files.set("kept.txt", { sha256: A, size: 1, mtime: 1, by: "OTHERPE", history: [] });
+  state.files.set("edited.txt", { sha256: A, size: 1, mtime: 1, by: "OTHERPE", history: [] });
+  state.files.set("gone.txt", { sha256: B, size: 1, mtime: 1, by: "OTHERPE", history: [] });
+  state.files.set("locked.txt", { sha256: B, size: 1, mtime: 1, by: "OTHERPE", history: [] });
+  state.files.set("fetched.txt", { sha256: B, size: 1, mtime: 1, by: "OTHERPE", history: [] });
+  const C = "c".repeat(64);
+  const result = scanFolder(
+    state,
+    [
+      { name: "kept.txt", mtime: 1, size: 1, sha256: A },
+      // Same mtime, other bytes: an edit all the same.
+      { name: "edited.txt", mtime: 1, size: 1, sha256: C },
+      { name: "new.txt", mtime: 2, size: 1, sha256: C },
+      // The listing saw the bytes a download has replaced since.
+      { name: "fetched.txt", mtime: 1, size: 1, sha256: A },
+    ],
+    (path) => path === "gone.txt",
+    777,
+    new Set(["fetched.txt"]),
+  );
+  assert.deepEqual(result, { changed: ["edited.txt", "new.txt"], deleted: ["gone.txt"] });
+  assert.deepEqual(state.files.get("edited.txt"), {
+    sha256: C,
+    size: 1,
+    mtime: 1,
+    by: "SELFAAA",
+    history: [A],
+  });
+  assert.equal(state.files.get("kept.txt")?.by, "OTHERPE");
+  assert.equal(state.files.get("fetched.txt")?.sha256, B);
+  assert.ok(state.files.has("locked.txt"), "unreadable for now is not deleted");
+  assert.deepEqual(state.deleted.get("gone.txt"), { sha256: B, deletedAt: 777 });
 });
