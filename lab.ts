@@ -19,13 +19,22 @@ import { MODE_PERMISSIONS, MODES } from "./lib/concurrency.ts";
 import { READ_BUFFER_BYTES, writeAll } from "./lib/net.ts";
 import { startOrigin } from "./lib/origin.ts";
 import { peerPermissions } from "./p2p/peer.ts";
+import { STATE_DIR } from "./p2p/sync_state.ts";
 import { haveCommand, runScript, type Script, startScript } from "./lib/scripts.ts";
+import { compareTcpUdp, type TcpUdpReport } from "./lib/tcp_vs_udp.ts";
 
 const USAGE = `usage: deno task lab [--step N]
 Runs every step of the lab on loopback (about half a minute), or only step N.`;
 
 /** Clients each mode serves at once in the side-by-side step. */
 const SIDE_BY_SIDE_CLIENTS = 20;
+
+/**
+ * Messages over TCP, and pings over UDP, in the TCP-versus-UDP step. At 10%
+ * loss each way a ping survives with chance 0.81, so 50 pings all survive
+ * about once in 38,000 runs (20 pings would, once in 70).
+ */
+const TCP_UDP_MESSAGES = 50;
 
 const useColour = Deno.stdout.isTerminal() && !Deno.env.get("NO_COLOR");
 const paint = (code: number) => (text: string) => useColour ? `\x1b[${code}m${text}\x1b[0m` : text;
@@ -81,6 +90,10 @@ export const STEPS: readonly Step[] = [
   {
     title: "P2P file synchronizer: a tracker and three peers (p2p/tracker.ts, p2p/peer.ts)",
     run: stepP2p,
+  },
+  {
+    title: "What TCP does for you: the same messages over TCP and UDP, 10% lost each way",
+    run: stepTcpVersusUdp,
   },
 ];
 
@@ -341,7 +354,9 @@ async function startPeer(trackerPort: number, dir: string): Promise<Script> {
 async function waitUntilEveryPeerHolds(dirs: string[], names: string[]): Promise<void> {
   const synced = () => {
     for (const dir of dirs) {
-      const held = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+      // The peer's own state folder (.p2p-sync) is its memory, not a shared file.
+      const held = [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n !== STATE_DIR)
+        .sort();
       if (JSON.stringify(held) !== JSON.stringify(names)) return false;
     }
     return true;
@@ -357,6 +372,98 @@ async function waitUntilEveryPeerHolds(dirs: string[], names: string[]): Promise
       check(got === PEER_FILES[name], `peer ${"ABC"[i]} holds a wrong copy of ${name}`);
     }
   }
+}
+
+/**
+ * Beyond the handout (README section 6): numbered messages to the echo server
+ * over TCP and pings to the UDP echo server, through a link that loses 10% of
+ * packets each way. TCP must hand every message back in order; UDP loses some.
+ */
+async function stepTcpVersusUdp(): Promise<void> {
+  // The seed is picked here so that the command shown is the one this run uses.
+  const seed = Math.floor(Math.random() * 2 ** 31);
+  command(
+    `deno run --allow-net --allow-run --allow-read=/proc --allow-sys=uid lib/tcp_vs_udp.ts --messages ${TCP_UDP_MESSAGES} --seed ${seed}`,
+  );
+  // The comparison's own lines, as they happen: which path and why, the commands, the results.
+  const report = await compareTcpUdp({
+    messages: TCP_UDP_MESSAGES,
+    seed,
+    log: (line) => line.startsWith("$ ") ? command(line.slice(2)) : output(line),
+  });
+  const conclusion = concludeTcpUdp(report);
+  say(`    ${green("✓")} ${conclusion.tcp}`);
+  say(`    ${conclusion.udpLostSome ? green("✓") : "-"} ${conclusion.udp}`);
+  answer("What TCP does for you", conclusion.meaning);
+}
+
+/** What the TCP-versus-UDP step concludes from a comparison, in plain text. */
+export interface TcpUdpConclusion {
+  /** TCP's line: every message came back in order, and how late the slowest echo was. */
+  tcp: string;
+  /** UDP's line: how many pings were lost, or, in a rare run, that none was. */
+  udp: string;
+  /** Whether UDP lost a ping, as the step claims it will; false in the rare run that lost none. */
+  udpLostSome: boolean;
+  /** Which link the comparison took and why, and who resent TCP's losses there; wrapped. */
+  meaning: string;
+}
+
+/**
+ * Checks a TCP/UDP comparison the way the lab step does, and words its
+ * conclusion. TCP must have handed back every message, whole and in order;
+ * UDP must have answered at least one ping. A UDP run that lost nothing is
+ * not a failure (at 10% each way it happens by chance, rarely): its line
+ * says so, with the odds, instead of claiming a loss.
+ *
+ * @param report What {@linkcode compareTcpUdp} found.
+ * @returns The step's lines.
+ * @throws {CliError} One line, when TCP lost or reordered bytes, or no ping came back.
+ *
+ * @example
+ * ```ts
+ * import { concludeTcpUdp } from "./lab.ts";
+ * import { compareTcpUdp } from "./lib/tcp_vs_udp.ts";
+ * const report = await compareTcpUdp({ messages: 50 });
+ * const { tcp, udp, meaning } = concludeTcpUdp(report);
+ * console.log([tcp, udp, meaning].join("\n"));
+ * ```
+ */
+export function concludeTcpUdp(
+  report: Pick<TcpUdpReport, "path" | "why" | "loss" | "tcp" | "udp">,
+): TcpUdpConclusion {
+  const { tcp, udp } = report;
+  if (!tcp.intact) {
+    const why = tcp.error ? ` (${tcp.error.replace(/\s*\n\s*/g, " ")})` : "";
+    throw new CliError(
+      `TCP did not hand back every message in order: ${tcp.received} of ${tcp.sent} came back whole${why}`,
+    );
+  }
+  if (udp.received === 0) {
+    throw new CliError(`no UDP ping of ${udp.sent} came back: the UDP echo server never answered`);
+  }
+  let udpLine = `UDP: ${udp.lost} of ${udp.sent} pings lost (${
+    (udp.lost / udp.sent * 100).toFixed(0)
+  }%), and nothing resent them`;
+  if (udp.lost === 0) {
+    // A ping and its reply both get through with chance (1 - loss)², for every ping.
+    const odds = Number((1 / (1 - report.loss) ** (2 * udp.sent)).toPrecision(2));
+    const each = `${Number((report.loss * 100).toFixed(2))}% each way`;
+    udpLine = `UDP: none of ${udp.sent} pings lost this time, a rare run (about 1 in ${
+      odds.toLocaleString("en-US")
+    } at ${each}); had one been lost, nothing would have resent it`;
+  }
+  const meaning = report.path === "namespaces"
+    ? `Path: network namespaces (${report.why}). The link really lost TCP segments, and the kernels' own TCP resent ${tcp.retransmissions} segment(s); the program saw none of that, only the delay. Over UDP the program sees every loss, and must resend what it needs itself.`
+    : `Path: loopback (${report.why}). TCP's retransmission was EMULATED here: the relay held a chunk back ${tcp.retransmissions} time(s) and delivered it later, in order, as a resent segment would; the kernel's TCP lost nothing. As root, with ip and python3, the lab uses network namespaces, where the kernel's own TCP resends.`;
+  return {
+    tcp: `TCP: all ${tcp.sent} messages came back, every byte in order, but later: slowest echo ${
+      Math.round(tcp.slowestMs)
+    } ms (median ${tcp.medianMs.toFixed(1)} ms)`,
+    udp: udpLine,
+    udpLostSome: udp.lost > 0,
+    meaning: wrap(meaning, ANSWER_COLUMNS),
+  };
 }
 
 // Sends `data`, half-closes, and counts the bytes echoed back.
