@@ -1,7 +1,9 @@
 /**
  * The tracker's status page (beyond the handout): what a person sees at
- * `http://127.0.0.1:9001/`, live peers and their files, then the directory,
- * and the same data as JSON at `/stats` for a program. Pure: it turns a
+ * `http://127.0.0.1:9001/`, live peers and their files, then the directory
+ * and, when peers with the "versions" extension are around, each path's
+ * current version, conflict copies and deletion; and the same data as JSON
+ * at `/stats` for a program. Pure: it turns a
  * {@linkcode TrackerStats} snapshot into a `Response`; `tracker.ts` serves it
  * with `Deno.serve`.
  *
@@ -86,6 +88,27 @@ export function statusPage(stats: TrackerStats): string {
     `<td>${d.size === undefined ? "?" : d.size}</td><td>${e(hostPort(d))}</td>` +
     `<td>${(d.holders ?? []).slice(1).map((h) => e(hostPort(h))).join(", ")}</td></tr>`
   ).join("\n");
+  const short = (sha: string) => e(sha.slice(0, 8));
+  const pathRows = stats.paths.map((p) =>
+    `<tr><td>${e(p.name)}</td><td>${
+      p.current
+        ? `${short(p.current.sha256)} by ${e(p.current.by || "?")}, ${e(time(p.current.mtime))}`
+        : "<i>none</i>"
+    }</td><td>${p.current ? p.current.holders : ""}</td><td>${
+      p.copies.map((c) => `${short(c.sha256)} as ${e(c.name)}`).join("<br>")
+    }</td><td>${
+      p.deleted
+        ? `${short(p.deleted.sha256)} by ${e(p.deleted.by || "?")}, ${e(time(p.deleted.time))}`
+        : ""
+    }</td></tr>`
+  ).join("\n");
+  // Only peers with the "versions" extension make records: a course-only swarm sees no such table.
+  const versions = stats.paths.length === 0 ? "" : `<h2>Versions (${stats.paths.length} paths)</h2>
+<table><tr><th>path</th><th>current version</th><th>live holders</th><th>conflict copies</th>` +
+    `<th>deleted</th></tr>
+${pathRows}
+</table>
+`;
   const c = stats.counters;
   return `<!doctype html>
 <html><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
@@ -104,12 +127,13 @@ ${peerRows}
 <table><tr><th>name</th><th>mtime</th><th>bytes</th><th>fetch from</th><th>also held by</th></tr>
 ${fileRows}
 </table>
-<h2>Counters</h2>
+${versions}<h2>Counters</h2>
 <p>${c.connections} connections (${c.openConnections} open), ${c.messages} messages
 (${c.fileLists} with file lists, ${c.keepAlives} keep-alives), ${c.responses} directory responses,
 ${c.peersJoined} peers joined, ${c.peersExpired} expired, ${c.rejected} connections rejected,
 ${c.unsafeNames} unsafe file names ignored, ${c.silentClosed} silent connections closed,
-${c.sendTimeouts} closed for not reading, ${c.portChanges} peers replaced by another port of theirs.</p>
+${c.sendTimeouts} closed for not reading, ${c.portChanges} peers replaced by another port of theirs;
+versions: ${c.conflicts} conflicts, ${c.deletions} deletions, ${c.revivals} revivals.</p>
 </body></html>
 `;
 }

@@ -47,6 +47,7 @@ import {
 
 export {
   MAX_LISTED_HOLDERS,
+  type PathStats,
   type PeerStats,
   type TrackerCounters,
   type TrackerStats,
@@ -93,6 +94,11 @@ export interface TrackerOptions {
   maxLineBytes?: number;
   /** Leave out the per-message and per-connection lines. @default {false} */
   quiet?: boolean;
+  /**
+   * Seconds a deletion is kept and shown (extension "versions"); also how
+   * long a path nobody holds is remembered. @default {30 days (TOMBSTONE_TTL_MS)}
+   */
+  tombstoneTtlSeconds?: number;
   /** Where lines go. @default {console.log} */
   log?: Log;
 }
@@ -134,7 +140,13 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
   const sweepIntervalSeconds = options.sweepIntervalSeconds ?? DEFAULT_SWEEP_INTERVAL_SECONDS;
   const sendTimeoutSeconds = options.sendTimeoutSeconds ?? DEFAULT_SEND_TIMEOUT_SECONDS;
   const maxLineBytes = options.maxLineBytes ?? TRACKER_MAX_LINE_BYTES;
-  const state = new TrackerState({ peerTimeoutMs, quiet });
+  const state = new TrackerState({
+    peerTimeoutMs,
+    quiet,
+    tombstoneTtlMs: options.tombstoneTtlSeconds === undefined
+      ? undefined
+      : options.tombstoneTtlSeconds * 1000,
+  });
   const startedAt = Date.now();
 
   // Bind the tracker's port: the course's socket(), bind() and listen().
@@ -178,7 +190,8 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
         }
         for (const text of said) log(text);
         // Every message is answered with the whole directory, as in the course.
-        const reply = state.encodedDirectory();
+        // Each peer gets the directory for the extensions its connection asked for.
+        const reply = state.encodedDirectory(pc.features);
         replyBytes = reply.bytes;
         await sendReply(pc, reply);
         state.counters.responses++;
@@ -275,6 +288,7 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
       sweepIntervalSeconds,
       peers: state.peerStats(clock()),
       directory: state.directory(),
+      paths: state.pathStats(),
       counters: { ...state.counters },
     };
   }

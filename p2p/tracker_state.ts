@@ -16,7 +16,12 @@
  *   with the other holders of that version after it;
  * - a peer silent for the peer timeout expires, and its entries move to the
  *   next holder; one that speaks again on the same connection gets its last
- *   list back.
+ *   list back;
+ * - extension "versions" (`PROTOCOL.md`): a peer that asks for it has its
+ *   hashed files taken as versions and its deletions applied, one
+ *   {@linkcode PathRecord} per path, decided by `versions.ts`; it gets the
+ *   directory of versions (a `"/"` entry, tombstones, conflict copies),
+ *   everyone else the course's directory made from the same records.
  *
  * @example
  * ```ts
@@ -33,13 +38,26 @@
 import { preview } from "../lib/log.ts";
 import { concatBytes, formatAddr } from "../lib/net.ts";
 import {
+  type DeletedEntry,
+  type DeletionInfo,
   type DirectoryEntry,
   encodeJson,
+  FEATURES,
   type FileInfo,
   type Holder,
   isSafeFileName,
+  META_KEY,
   type PeerMessage,
 } from "./protocol.ts";
+import { TOMBSTONE_TTL_MS } from "./sync_state.ts";
+import {
+  announce,
+  isConflictCopy,
+  type PathRecord,
+  remove,
+  UNKNOWN_AUTHOR,
+  type Version,
+} from "./versions.ts";
 
 /**
  * Holders listed in an entry's `holders` field: enough to fall back on when
@@ -47,6 +65,15 @@ import {
  * every directory response huge.
  */
 export const MAX_LISTED_HOLDERS = 16;
+
+/**
+ * Paths the tracker keeps records of (extension "versions") before it stops
+ * taking in deletions of paths it knows nothing of: those are the only
+ * records no live peer's file list pays for, so a peer sending made-up
+ * deletions could otherwise grow the table for the whole tombstone time.
+ * Records of files peers hold are always kept.
+ */
+export const MAX_RECORDS = 100_000; // paths
 
 /** One live peer as `/stats` shows it. */
 export interface PeerStats {
@@ -98,6 +125,24 @@ export interface TrackerCounters {
   sendTimeouts: number;
   /** Peers dropped because their connection announced another port instead. */
   portChanges: number;
+  /** Extension "versions": conflicts found (each keeps both versions). */
+  conflicts: number;
+  /** Extension "versions": current versions deleted (each left a tombstone). */
+  deletions: number;
+  /** Extension "versions": deleted paths brought back by an edit the deletion never saw. */
+  revivals: number;
+}
+
+/** One path the tracker keeps versions of (extension "versions"), as `/stats` shows it. */
+export interface PathStats {
+  /** The path. */
+  name: string;
+  /** The version under its name, or `null` when it is deleted (or nothing is current). */
+  current: { sha256: string; by: string; mtime: number; holders: number } | null;
+  /** Versions that lost a conflict here, and the name each is kept under. */
+  copies: { sha256: string; name: string }[];
+  /** The deletion, when the path has a tombstone (`time`: seconds since 1970). */
+  deleted: { sha256: string; by: string; time: number } | null;
 }
 
 /** Everything the status page shows, as `/stats` serves it. */
@@ -112,8 +157,10 @@ export interface TrackerStats {
   sweepIntervalSeconds: number;
   /** Live peers, oldest first. */
   peers: PeerStats[];
-  /** The directory the next response will carry. */
+  /** The directory the next response to a course peer will carry. */
   directory: Record<string, DirectoryEntry>;
+  /** Extension "versions": every path with a version record, in directory order. */
+  paths: PathStats[];
   /** Totals. */
   counters: TrackerCounters;
 }
@@ -150,6 +197,10 @@ export interface PeerRecord {
   files: Map<string, FileInfo>;
   /** The connection its last message came on. */
   via: Link;
+  /** Its id (extension), when its connection gave one: the author of its versions. */
+  id?: string;
+  /** Whether its connection asked for "versions": its hashed files then count as versions. */
+  versions: boolean;
 }
 
 /** One peer holding one version of a file. */
@@ -183,6 +234,14 @@ export interface Link {
   waitingSince?: number;
   /** Why the tracker closed this connection itself, for the log line. */
   closedFor?: "silence" | "send timeout";
+  /**
+   * The extensions accepted on this connection: those of its `features` that
+   * we know ({@linkcode FEATURES}). Unset while it has asked for none, and then
+   * it gets exactly the course's directory, with no {@linkcode META_KEY} entry.
+   */
+  features?: string[];
+  /** The peer id it gave (extension). */
+  id?: string;
 }
 
 /**
@@ -219,11 +278,35 @@ const encoder = new TextEncoder();
 const OPEN_BRACE = encoder.encode("{");
 const CLOSE_BRACE_NEWLINE = encoder.encode("}\n");
 
-/** Consecutive names of the directory and their encoding (null: to be redone). */
+/**
+ * Consecutive names of the directory, and their encoding in each view that
+ * has encoded them since the last change (missing: to be redone).
+ */
 interface Block {
   names: Set<string>;
-  bytes: Uint8Array | null;
+  bytes: Map<View, Uint8Array>;
 }
+
+/**
+ * One way of showing the directory: the course's (for a peer that asked for
+ * no extensions), or the one for a set of accepted features. Each keeps its
+ * own encoded names and reply; the names and blocks are shared.
+ */
+interface View {
+  /** The features accepted; unset for the course's view (no {@linkcode META_KEY} entry). */
+  features: readonly string[] | undefined;
+  /** Whether entries are versions (extension "versions") rather than newest-mtime. */
+  versions: boolean;
+  /** Each name's encoded `"name": {...}` text ("" when this view leaves it out), until it changes. */
+  fragments: Map<string, string>;
+  /** The response as it goes on the wire, until something in it changes. */
+  reply: EncodedDirectory | null;
+}
+
+/** What an entry of a directory may be: a file, a deleted path, or the {@linkcode META_KEY} entry. */
+export type ViewEntry = DirectoryEntry | ({ deleted: true } & DeletedEntry) | {
+  features: readonly string[];
+};
 
 /** A directory response ready to send: its pieces, in order. */
 export interface EncodedDirectory {
@@ -239,11 +322,16 @@ export interface TrackerStateOptions {
   peerTimeoutMs: number;
   /** No line for a plain keep-alive. @default {false} */
   quiet?: boolean;
+  /**
+   * Milliseconds a deletion is kept (extension "versions"), and a record of a
+   * path nobody holds any more. @default {TOMBSTONE_TTL_MS} (30 days)
+   */
+  tombstoneTtlMs?: number;
 }
 
 /** What one {@linkcode TrackerState.sweep} found. */
 export interface SweepResult<L extends Link> {
-  /** One line per expired peer. */
+  /** One line per expired peer and per forgotten deletion. */
   log: string[];
   /** Connections that sent no complete message for the peer timeout: close them. */
   close: L[];
@@ -274,21 +362,33 @@ export class TrackerState {
     silentClosed: 0,
     sendTimeouts: 0,
     portChanges: 0,
+    conflicts: 0,
+    deletions: 0,
+    revivals: 0,
   };
+  /**
+   * Extension "versions": what is known of each path that a peer with
+   * "versions" announced or deleted (see `versions.ts`). Kept when nobody
+   * holds the path any more, so that a returning holder of an old, deleted
+   * or losing version is told so; forgotten after the tombstone time.
+   */
+  readonly records: Map<string, PathRecord> = new Map();
   #peerTimeoutMs: number;
+  #tombstoneTtlMs: number;
   #quiet: boolean;
   #seq = 0;
-  /** Each name's encoded `"name": {...}` text, until that name changes. */
-  #fragments = new Map<string, string>();
+  /** Since when (monotonic ms) no live peer has held any version of a recorded path. */
+  #unheldSince = new Map<string, number>();
   /** The directory's names in order, cut into blocks that are encoded separately. */
   #blocks: Block[] = [];
   #blockOf = new Map<string, Block>();
-  /** The response as it goes on the wire, until something in it changes. */
-  #reply: EncodedDirectory | null = null;
+  /** The views asked for so far, by `""` (the course's) or `"/"` + the features: at most one per subset of FEATURES. */
+  #views = new Map<string, View>();
 
   /** An empty state: no peers, an empty directory. */
   constructor(options: TrackerStateOptions) {
     this.#peerTimeoutMs = options.peerTimeoutMs;
+    this.#tombstoneTtlMs = options.tombstoneTtlMs ?? TOMBSTONE_TTL_MS;
     this.#quiet = options.quiet ?? false;
   }
 
@@ -297,6 +397,12 @@ export class TrackerState {
    * lines to log (none for a keep-alive when quiet). A file list replaces
    * the peer's previous one; names that are not plain file names are
    * ignored (and counted); of two entries for one name the newer counts.
+   *
+   * Extension "versions": a message with `features` sets the extensions
+   * accepted on its connection (later messages without it keep them). For a
+   * peer with "versions", each hashed file of its list is announced as a
+   * version and each of its `deleted` is applied (`versions.ts` decides);
+   * conflicts, deletions and revivals get a line each.
    */
   apply(link: Link, message: PeerMessage, now: Now): string[] {
     const said: string[] = [];
@@ -331,6 +437,7 @@ export class TrackerState {
         messages: 0,
         files: new Map(),
         via: link,
+        versions: false,
       };
       this.peers.set(key, peer);
       this.counters.peersJoined++;
@@ -340,6 +447,19 @@ export class TrackerState {
     peer.messages++;
     peer.via = link;
     link.peer = peer;
+    if (message.features !== undefined) {
+      // Only what we know, in our order: so there is one view per set of features.
+      link.features = FEATURES.filter((f) => message.features!.includes(f));
+    }
+    if (message.id !== undefined) link.id = message.id;
+    if (link.id !== undefined) peer.id = link.id;
+    const versions = link.features?.includes("versions") ?? false;
+    const becameVersions = versions && !peer.versions;
+    if (versions !== peer.versions) {
+      // Its hashed files count as versions, or stop counting: every entry it is in may change.
+      peer.versions = versions;
+      for (const held of peer.files.keys()) this.#changed(held);
+    }
 
     let files = message.files;
     let restored = false;
@@ -370,13 +490,24 @@ export class TrackerState {
       if (!restored) this.counters.unsafeNames += ignored.length;
       this.setFiles(peer, wanted);
     }
+    // What the versions made of it is said after who the peer is.
+    const outcomes = peer.versions && (files || message.deleted || becameVersions)
+      ? this.#takeVersions(peer, message.deleted ?? [], now)
+      : [];
     // At most three names, each cut short: a name can be as long as a whole line.
     const unsafe = ignored.length === 0 || restored
       ? ""
       : `; ignored unsafe names ${ignored.slice(0, 3).map(sample).join(", ")}` +
         (ignored.length > 3 ? ` and ${ignored.length - 3} more` : "");
 
-    const count = `${peer.files.size} file${peer.files.size === 1 ? "" : "s"}`;
+    const extras = [
+      ...(message.id !== undefined ? [`id ${message.id}`] : []),
+      ...(message.features !== undefined
+        ? [`features: ${link.features!.join(", ") || "none"}`]
+        : []),
+    ];
+    const count = `${peer.files.size} file${peer.files.size === 1 ? "" : "s"}` +
+      (extras.length ? ` (${extras.join("; ")})` : "");
     if (joined && restored) {
       said.push(
         `peer ${name} is back after expiring; restored its ${count} announced on this connection`,
@@ -392,7 +523,123 @@ export class TrackerState {
     } else if (!this.#quiet) {
       said.push(`keep-alive from ${name} (${count})`);
     }
+    said.push(...outcomes);
     return said;
+  }
+
+  /**
+   * Extension "versions": applies a peer's deletions, then announces each of
+   * its hashed files as a version (`versions.ts` decides), and says what
+   * changed for the worse or the surprising: a conflict, a deletion, a
+   * revival. Deletions go first, so that a file deleted and made again in
+   * the same list comes back as a revival rather than a conflict.
+   */
+  #takeVersions(peer: PeerRecord, deleted: DeletionInfo[], now: Now): string[] {
+    const said: string[] = [];
+    const author = peer.id ?? "";
+    for (const d of deleted) {
+      if (!isSafeFileName(d.name)) continue;
+      // A clock ahead must not make a deletion outlive the tombstone time.
+      const deletedAt = Math.min(d.time * 1000, now.wall);
+      // Older than the tombstone time: it would be forgotten at the next sweep anyway.
+      if (now.wall - deletedAt > this.#tombstoneTtlMs) continue;
+      const before = this.records.get(d.name);
+      if (!before && this.records.size >= MAX_RECORDS) continue;
+      const { record, outcome } = remove(before, { sha256: d.sha256, deletedAt, by: author });
+      if (record === before) continue;
+      this.#setRecord(d.name, record);
+      if (outcome === "deleted") {
+        this.counters.deletions++;
+        said.push(
+          `deleted ${sample(d.name)}: ${short(d.sha256)} by ${authorName(author)} ` +
+            `(${hostPort(peer)}); peers holding it or an older version will delete their copies`,
+        );
+      }
+    }
+    for (const [name, info] of peer.files) {
+      const version = asVersion(info, author);
+      if (!version) continue;
+      const before = this.records.get(name);
+      const current = before?.current;
+      // Only a conflict asks; the scan of the holders is skipped for the usual "same".
+      const held = !current || current.sha256 === version.sha256 ||
+        this.#holdersOf(name, current.sha256).length > 0;
+      const { record, outcome } = announce(before, name, version, held);
+      if (record === before) continue;
+      this.#setRecord(name, record);
+      if ((outcome === "won" || outcome === "lost") && current) {
+        this.counters.conflicts++;
+        const winner = record.current!;
+        said.push(
+          `conflict on ${sample(name)}: ${describeVersion(current)} and ${
+            describeVersion(version)
+          }; ${short(winner.sha256)} keeps the name` +
+            (held ? "" : ` (nobody online holds ${short(current.sha256)})`) +
+            `, the other becomes ${sample(record.copies[0].name)}`,
+        );
+      } else if (outcome === "revived" && before?.tombstone) {
+        this.counters.revivals++;
+        const t = before.tombstone;
+        said.push(
+          `${sample(name)} is back: ${describeVersion(version)} is an edit that the deletion of ` +
+            `${short(t.sha256)} by ${authorName(t.by)} never saw`,
+        );
+      }
+    }
+    return said;
+  }
+
+  /** Records what is now known of a path; its entries change in every view. */
+  #setRecord(name: string, record: PathRecord): void {
+    this.records.set(name, record);
+    this.#changed(name);
+  }
+
+  /** Live holdings of exactly this version of a path, in announcement order. */
+  #holdersOf(name: string, sha256: string): Holding[] {
+    return (this.holdings.get(name) ?? []).filter((h) => h.info.sha256 === sha256);
+  }
+
+  /**
+   * Extension "versions": forgets deletions older than the tombstone time
+   * and records of paths no live peer has held any version of for as long,
+   * so memory stays bounded by what peers hold plus a month of history. A
+   * path whose deletion is forgotten while peers still hold it is rebuilt
+   * from what they hold.
+   */
+  #sweepRecords(now: Now, log: string[]): void {
+    for (const [name, record] of [...this.records]) {
+      let next = record;
+      const t = record.tombstone;
+      if (t && now.wall - t.deletedAt > this.#tombstoneTtlMs) {
+        next = { ...record, tombstone: null };
+        log.push(
+          `forgot the deletion of ${sample(name)} (${short(t.sha256)} by ${authorName(t.by)}): ` +
+            `older than ${round(this.#tombstoneTtlMs / 1000)} s`,
+        );
+        for (const h of this.holdings.get(name) ?? []) {
+          const version = isVersioned(h) ? asVersion(h.info, h.peer.id ?? "") : null;
+          if (version) next = announce(next, name, version).record;
+        }
+      }
+      if (this.holdings.has(name)) {
+        this.#unheldSince.delete(name);
+      } else if (!this.#unheldSince.has(name)) {
+        this.#unheldSince.set(name, now.mono);
+      }
+      const since = this.#unheldSince.get(name);
+      // Nothing current, no deletion, nobody holding anything: nothing left to tell anyone.
+      const empty = next.current === null && next.tombstone === null && !this.holdings.has(name);
+      const forgotten = next.tombstone === null && since !== undefined &&
+        now.mono - since > this.#tombstoneTtlMs;
+      if (empty || forgotten) {
+        this.records.delete(name);
+        this.#unheldSince.delete(name);
+        this.#changed(name);
+      } else if (next !== record) {
+        this.#setRecord(name, next);
+      }
+    }
   }
 
   /**
@@ -430,6 +677,7 @@ export class TrackerState {
       this.counters.silentClosed++;
       close.push(link);
     }
+    this.#sweepRecords(now, log);
     return { log, close };
   }
 
@@ -454,101 +702,233 @@ export class TrackerState {
       (names.length ? ` (${moved} moved to another holder, ${names.length - moved} gone)` : "");
   }
 
-  /** The entry for one name: the newest version, first announced holder first. */
+  /**
+   * The entry for one name in the course's view (a peer that asked for no
+   * extensions), or `null` when it shows none. See {@linkcode viewEntry}.
+   */
   entry(name: string): DirectoryEntry | null {
-    const holders = this.holdings.get(name);
-    if (!holders || holders.length === 0) return null;
-    let newest = holders[0];
-    for (const h of holders) {
-      if (h.info.mtime > newest.info.mtime) newest = h;
-    }
-    const entry: DirectoryEntry = {
-      ip: newest.peer.ip,
-      port: newest.peer.port,
-      mtime: newest.info.mtime,
-    };
-    if (newest.info.size !== undefined) entry.size = newest.info.size;
-    if (newest.info.sha256 !== undefined) entry.sha256 = newest.info.sha256;
-    // Other holders of the same version, unless their size or hash says otherwise.
-    const same = holders.filter((h) => h.info.mtime === newest.info.mtime && sameBytes(h, newest));
-    entry.holders = [newest, ...same.filter((h) => h !== newest)]
-      .slice(0, MAX_LISTED_HOLDERS)
-      .map((h): Holder => ({ ip: h.peer.ip, port: h.peer.port, mtime: h.info.mtime }));
-    return entry;
+    return this.viewEntry(name, undefined) as DirectoryEntry | null;
   }
 
-  /** The whole directory as plain data. */
+  /**
+   * The entry for one name as a peer with the accepted `features` sees it
+   * (unset: a peer that asked for none), or `null` when it sees none.
+   *
+   * A name no peer with "versions" announced: the newest mtime, first
+   * announced holder first, with the other holders of that version (the
+   * course's rule, in every view). A recorded name, to a peer with
+   * "versions": the current version, fetched from live holders of exactly
+   * those bytes (none: no entry), with its author, history and conflict
+   * copies; or its tombstone; or, when a course peer's copy is strictly
+   * newer than either, that copy by the course's rule and without a hash.
+   * A recorded name, to anyone else: the current version's holders or the
+   * course peer's newer copy, never a tombstone, a conflict copy or a name
+   * with `/`.
+   */
+  viewEntry(name: string, features: readonly string[] | undefined): ViewEntry | null {
+    const versions = features?.includes("versions") ?? false;
+    const holdings = this.holdings.get(name) ?? [];
+    const record = this.records.get(name);
+    if (!record) return newestEntry(holdings);
+    // Copies made by "versions" peers (and paths with folders) are theirs alone.
+    const course = holdings.filter((h) => !isVersioned(h));
+    if (!versions && (name.includes("/") || isConflictCopy(name))) return newestEntry(course);
+
+    const { current, tombstone } = record;
+    const since = current
+      ? current.mtime
+      : tombstone
+      ? Math.floor(tombstone.deletedAt / 1000)
+      : -Infinity;
+    const newer = course.filter((h) =>
+      h.info.mtime > since && (current === null || h.info.sha256 !== current.sha256)
+    );
+    if (newer.length > 0) {
+      const entry = newestEntry(newer)!;
+      // No hash: a "versions" peer fetches it by the mtime rule and announces it as its own version.
+      if (versions) delete entry.sha256;
+      return entry;
+    }
+    if (current) {
+      const holders = this.#holdersOf(name, current.sha256);
+      if (holders.length === 0) return versions ? null : newestEntry(course);
+      const entry: DirectoryEntry = {
+        ip: holders[0].peer.ip,
+        port: holders[0].peer.port,
+        mtime: current.mtime,
+        size: current.size,
+        sha256: current.sha256,
+      };
+      if (versions) {
+        entry.by = current.by;
+        if (current.history.length > 0) entry.history = current.history;
+        if (record.copies.length > 0) {
+          entry.copies = record.copies.map((c) => ({ sha256: c.sha256, name: c.name }));
+        }
+      }
+      entry.holders = holders.slice(0, MAX_LISTED_HOLDERS).map(holderOf);
+      return entry;
+    }
+    if (!versions || !tombstone) return null;
+    return {
+      deleted: true,
+      sha256: tombstone.sha256,
+      history: tombstone.history,
+      time: Math.floor(tombstone.deletedAt / 1000),
+      by: tombstone.by,
+    };
+  }
+
+  /** The course's directory as plain data (what `encodedDirectory()` encodes). */
   directory(): Record<string, DirectoryEntry> {
-    const out: [string, DirectoryEntry][] = [];
-    for (const name of this.holdings.keys()) {
-      const entry = this.entry(name);
-      if (entry) out.push([name, entry]);
+    return this.directoryFor(undefined) as Record<string, DirectoryEntry>;
+  }
+
+  /**
+   * The directory a peer with the accepted `features` gets, as plain data:
+   * the {@linkcode META_KEY} entry first when it asked for any, then the
+   * names in order of first appearance.
+   */
+  directoryFor(features: readonly string[] | undefined): Record<string, ViewEntry> {
+    const out: [string, ViewEntry][] = [];
+    if (features !== undefined) out.push([META_KEY, { features }]);
+    for (const block of this.#blocks) {
+      for (const name of block.names) {
+        const entry = this.viewEntry(name, features);
+        if (entry) out.push([name, entry]);
+      }
     }
     return Object.fromEntries(out);
   }
 
+  /** Extension "versions": every recorded path, in directory order, for `/stats`. */
+  pathStats(): PathStats[] {
+    const out: PathStats[] = [];
+    for (const block of this.#blocks) {
+      for (const name of block.names) {
+        const record = this.records.get(name);
+        if (!record) continue;
+        const { current, tombstone } = record;
+        out.push({
+          name,
+          current: current && {
+            sha256: current.sha256,
+            by: current.by,
+            mtime: current.mtime,
+            holders: this.#holdersOf(name, current.sha256).length,
+          },
+          copies: record.copies.map((c) => ({ sha256: c.sha256, name: c.name })),
+          deleted: tombstone && {
+            sha256: tombstone.sha256,
+            by: tombstone.by,
+            time: Math.floor(tombstone.deletedAt / 1000),
+          },
+        });
+      }
+    }
+    return out;
+  }
+
   /**
-   * The directory line as it goes on the wire, in pieces: a change to one
-   * name re-encodes only its block, so a peer's Init costs a few kilobytes
-   * of encoding, not the whole directory, and every response in flight
-   * shares the same buffers.
+   * The directory line as it goes on the wire to a peer with the accepted
+   * `features` (unset: the course's directory), in pieces: a change to one
+   * name re-encodes only its block in each view, so a peer's Init costs a
+   * few kilobytes of encoding, not the whole directory, and every response
+   * in flight shares the same buffers.
    */
-  encodedDirectory(): EncodedDirectory {
-    if (this.#reply) {
+  encodedDirectory(features?: readonly string[]): EncodedDirectory {
+    const view = this.#view(features);
+    if (view.reply) {
       // Unchanged since the last answer: from now on send it in one piece.
-      if (this.#reply.parts.length > 1) this.#reply.parts = [concatBytes(this.#reply.parts)];
-      return this.#reply;
+      if (view.reply.parts.length > 1) view.reply.parts = [concatBytes(view.reply.parts)];
+      return view.reply;
     }
     const parts: Uint8Array[] = [];
     for (const block of this.#blocks) {
       if (block.names.size === 0) continue;
-      if (!block.bytes) {
-        // Each block starts with ", ": the first one's is cut off below.
+      let bytes = block.bytes.get(view);
+      if (!bytes) {
+        // Each entry starts with ", ": the first one's is cut off below.
         let text = "";
-        for (const name of block.names) text += `, ${this.#fragment(name)}`;
-        block.bytes = encoder.encode(text);
+        for (const name of block.names) {
+          const fragment = this.#fragment(view, name);
+          if (fragment !== "") text += `, ${fragment}`;
+        }
+        bytes = encoder.encode(text);
+        block.bytes.set(view, bytes);
       }
-      parts.push(block.bytes);
+      // A block whose names this view all leaves out adds nothing.
+      if (bytes.length > 0) parts.push(bytes);
+    }
+    if (view.features !== undefined) {
+      // The features accepted, first: then every file entry follows with its ", ".
+      const meta = `{${encodeJson(META_KEY)}: ${encodeJson({ features: view.features })}`;
+      parts.unshift(encoder.encode(meta));
+    } else if (parts.length > 0) {
+      parts[0] = concatBytes([OPEN_BRACE, parts[0].subarray(2)]);
     }
     if (parts.length === 0) {
       parts.push(encoder.encode("{}\n"));
     } else {
-      parts[0] = concatBytes([OPEN_BRACE, parts[0].subarray(2)]);
       parts[parts.length - 1] = concatBytes([parts[parts.length - 1], CLOSE_BRACE_NEWLINE]);
     }
-    this.#reply = { parts, bytes: parts.reduce((sum, p) => sum + p.length, 0) };
-    return this.#reply;
+    view.reply = { parts, bytes: parts.reduce((sum, p) => sum + p.length, 0) };
+    return view.reply;
   }
 
-  #fragment(name: string): string {
-    let fragment = this.#fragments.get(name);
+  /** The view for the accepted `features`, made the first time a peer needs it. */
+  #view(features: readonly string[] | undefined): View {
+    const key = features === undefined ? "" : `/${features.join(",")}`;
+    let view = this.#views.get(key);
+    if (!view) {
+      view = {
+        features,
+        versions: features?.includes("versions") ?? false,
+        fragments: new Map(),
+        reply: null,
+      };
+      this.#views.set(key, view);
+    }
+    return view;
+  }
+
+  #fragment(view: View, name: string): string {
+    let fragment = view.fragments.get(name);
     if (fragment === undefined) {
-      fragment = `${encodeJson(name)}: ${encodeJson(this.entry(name))}`;
-      this.#fragments.set(name, fragment);
+      const entry = this.viewEntry(name, view.features);
+      fragment = entry ? `${encodeJson(name)}: ${encodeJson(entry)}` : "";
+      view.fragments.set(name, fragment);
     }
     return fragment;
   }
 
-  /** Notes that `name`'s entry changed, appeared or went away. */
+  /**
+   * Notes that `name`'s entry changed, appeared or went away, in every view.
+   * A name stays in its place for as long as a peer holds it or its record
+   * is kept, whether or not a view shows it.
+   */
   #changed(name: string): void {
-    this.#fragments.delete(name);
-    this.#reply = null;
+    for (const view of this.#views.values()) {
+      view.fragments.delete(name);
+      view.reply = null;
+    }
+    const listed = this.holdings.has(name) || this.records.has(name);
     let block = this.#blockOf.get(name);
-    if (block && !this.holdings.has(name)) {
+    if (block && !listed) {
       block.names.delete(name);
       this.#blockOf.delete(name);
       if (block.names.size === 0) this.#blocks.splice(this.#blocks.indexOf(block), 1);
-    } else if (!block && this.holdings.has(name)) {
+    } else if (!block && listed) {
       // A new name goes last, as in the holdings map (and the course's dict).
       block = this.#blocks.at(-1);
       if (!block || block.names.size >= NAMES_PER_BLOCK) {
-        block = { names: new Set(), bytes: null };
+        block = { names: new Set(), bytes: new Map() };
         this.#blocks.push(block);
       }
       block.names.add(name);
       this.#blockOf.set(name, block);
     }
-    if (block) block.bytes = null;
+    if (block) block.bytes.clear();
   }
 
   /**
@@ -605,4 +985,73 @@ export class TrackerState {
 /** Tenths of a second are enough for a status page. */
 function round(x: number): number {
   return Math.round(x * 10) / 10;
+}
+
+/** A holder as an entry lists it. */
+function holderOf(h: Holding): Holder {
+  return { ip: h.peer.ip, port: h.peer.port, mtime: h.info.mtime };
+}
+
+/**
+ * The course's rule over some holdings of one name: the newest mtime, of
+ * equal ones the first announced, then the other holders of that version
+ * (unless their size or hash says otherwise). `null` when there are none.
+ */
+function newestEntry(holdings: readonly Holding[]): DirectoryEntry | null {
+  if (holdings.length === 0) return null;
+  let newest = holdings[0];
+  for (const h of holdings) {
+    if (h.info.mtime > newest.info.mtime) newest = h;
+  }
+  const entry: DirectoryEntry = {
+    ip: newest.peer.ip,
+    port: newest.peer.port,
+    mtime: newest.info.mtime,
+  };
+  if (newest.info.size !== undefined) entry.size = newest.info.size;
+  if (newest.info.sha256 !== undefined) entry.sha256 = newest.info.sha256;
+  const same = holdings.filter((h) => h.info.mtime === newest.info.mtime && sameBytes(h, newest));
+  entry.holders = [newest, ...same.filter((h) => h !== newest)]
+    .slice(0, MAX_LISTED_HOLDERS)
+    .map(holderOf);
+  return entry;
+}
+
+/**
+ * A file a peer with "versions" announced, as a version: it needs a hash and
+ * a size; the author is the file's `by`, else the peer's id. `null` for a
+ * file without them, which then counts as a course peer's copy.
+ */
+function asVersion(info: FileInfo, author: string): Version | null {
+  if (info.sha256 === undefined || info.size === undefined) return null;
+  return {
+    sha256: info.sha256,
+    size: info.size,
+    mtime: info.mtime,
+    by: info.by ?? author,
+    history: info.history ?? [],
+  };
+}
+
+/** Whether a holding is a version ("versions" peer, hash and size given), not a course peer's copy. */
+function isVersioned(h: Holding): boolean {
+  return h.peer.versions && h.info.sha256 !== undefined && h.info.size !== undefined;
+}
+
+/** The first 8 hex digits of a SHA-256: enough to tell versions apart in a log line. */
+function short(sha256: string): string {
+  return sha256.slice(0, 8);
+}
+
+/** A version's author for a log line. */
+function authorName(by: string): string {
+  return by === "" ? UNKNOWN_AUTHOR : by;
+}
+
+/** `1a2b3c4d by PEERONE (2023-11-14T22:13:20Z)`. */
+function describeVersion(v: Version): string {
+  const when = v.mtime * 1000 <= 8.64e15
+    ? new Date(v.mtime * 1000).toISOString().replace(".000Z", "Z")
+    : `${v.mtime} s`;
+  return `${short(v.sha256)} by ${authorName(v.by)} (${when})`;
 }

@@ -93,7 +93,8 @@ Deno.test("three peers (async, worker and process modes) converge with identical
     "the newer notes.txt everywhere",
     () => [pa, pb, pc].map((p) => p.lines.join("\n")).join("\n---\n"),
   );
-  assert.ok(pa.lines.some((l) => /notes\.txt \(newer there/.test(l)));
+  // Our tracker speaks "versions": the edit is fetched as a newer version by content.
+  assert.ok(pa.lines.some((l) => /fetching notes\.txt \(a newer version there\)/.test(l)));
   await waitForSameFolders([a.path, b.path], 5000);
 });
 
