@@ -1,15 +1,24 @@
 /**
  * The benchmark's proxy part: `wrk` against a local origin (a 1 KiB and a
  * 10 MiB file), with keep-alive and with `Connection: close`, directly and
- * through proxy_server.ts in each mode, a socat relay and a plain Node `net`
- * relay. The origin, every relay and wrk each run in a process of their own.
+ * through proxy_server.ts in each mode, haproxy (TCP mode, one thread), a
+ * Node `net` relay with TCP_NODELAY and the same relay untuned (Nagle on),
+ * and socat. When proxy_server.ts has a `--forward` mode, a row sends the
+ * same requests to it in absolute form, as a browser does to its proxy.
+ *
+ * The origin is nginx when it is installed (the cheapest origin per request
+ * here, so the relays, not the origin, set the pace), otherwise
+ * bench/origin_server.ts. The origin, every relay and wrk each run in a
+ * process of their own.
  *
  * @module
  */
 
 import { errorMessage } from "../lib/cli.ts";
 import { MODES } from "../lib/concurrency.ts";
+import { freePort } from "../lib/scripts.ts";
 import type { Tools } from "./echo_part.ts";
+import { absoluteFormScript, haproxyCommand, nginxCommand } from "./proxy_anchors.ts";
 import {
   formatNumber,
   formatRatio,
@@ -20,6 +29,7 @@ import {
   textTable,
 } from "./report.ts";
 import {
+  findProgram,
   ourServerCommand,
   RssSampler,
   type RunningServer,
@@ -76,11 +86,16 @@ export interface WrkFigures {
   errors: number;
   /** Which errors, in wrk's words: "timeout 20, non-2xx 3". */
   errorKinds?: string;
+  /** Percent of one core the origin used during the run (100 = a whole core). */
+  originCpuPct?: number | null;
 }
 
 /** One relay's (or the direct path's) figures. */
 export interface ProxyRow {
-  /** direct, node, socat, async, worker, process. */
+  /**
+   * direct, haproxy, node (TCP_NODELAY), node-nagle (untuned), socat, async,
+   * worker, process, forward (async, absolute-form requests).
+   */
   id: string;
   label: string;
   ours: boolean;
@@ -89,7 +104,19 @@ export interface ProxyRow {
   cases: Record<string, WrkFigures>;
   /** Peak memory of the relay with its children while wrk ran (null for direct). */
   peakRssMiB: number | null;
+  /** Why a case is missing: not installed, did not start, wrk errors. */
   errors: string[];
+}
+
+/** Which web server the relays fetch from, and why. */
+export interface ProxyOrigin {
+  /** "nginx" or "deno". */
+  id: string;
+  /** Its name and version: "nginx/1.22.1". */
+  label: string;
+  command: string;
+  /** Why this one, in a sentence for the report. */
+  why: string;
 }
 
 /** The proxy part of results.json. */
@@ -98,6 +125,11 @@ export interface ProxyPart {
   settings: ProxySettings;
   /** Sizes of the origin's files. */
   files: Record<string, number>;
+  /** The origin every row fetches from (absent when the part was skipped). */
+  origin?: ProxyOrigin;
+  /** Versions of the reference servers this part starts itself (haproxy, nginx). */
+  versions?: Record<string, string>;
+  /** Programs that are not installed: their rows say so instead of figures. */
   missing: string[];
   rows: ProxyRow[];
   targets: Target[];
@@ -156,38 +188,93 @@ interface Spec {
   /** null for the direct path (wrk talks to the origin itself). */
   command: string[] | null;
   knownPort?: number;
+  /** Why this row has no figures in this run (a program is not installed, a mode not built). */
   unavailable?: string;
+  /** Requests in absolute form (`GET http://origin/1k`), as a browser sends them to its proxy. */
+  absoluteForm?: boolean;
 }
 
-function specs(tools: Tools, origin: string, missing: string[]): Spec[] {
+/** The reference servers this part finds for itself (Debian keeps them in /usr/sbin). */
+interface Anchors {
+  haproxy: string | null;
+  nginx: string | null;
+}
+
+/** The rows, in table order; `dir` is where configuration files go. */
+async function specs(
+  tools: Tools,
+  anchors: Anchors,
+  origin: string,
+  dir: string,
+  missing: string[],
+): Promise<Spec[]> {
+  const notInstalled = (name: string) => {
+    missing.push(name);
+    return `${name} is not installed (apt-get install ${name})`;
+  };
+  const [originHost, originPort] = origin.split(":");
   const list: Spec[] = [{ id: "direct", label: "direct (no relay)", ours: false, command: null }];
-  if (tools.node) {
-    list.push({
-      id: "node",
-      label: "Node net relay",
-      ours: false,
-      command: [tools.node, "bench/node_relay.mjs", "0", ...origin.split(":")],
-    });
-  } else missing.push("node");
-  if (tools.socat) {
-    list.push({
-      id: "socat",
-      label: "socat fork",
-      ours: false,
-      ...socatFork(tools.socat, `TCP:${origin}`),
-    });
-  } else missing.push("socat");
-  const ready = exists("proxy_server.ts");
+  const haproxyPort = freePort();
+  list.push({
+    id: "haproxy",
+    label: "haproxy (TCP mode, nbthread 1)",
+    ours: false,
+    command: await haproxyCommand(anchors.haproxy ?? "haproxy", dir, haproxyPort, origin),
+    knownPort: haproxyPort,
+    unavailable: anchors.haproxy ? undefined : notInstalled("haproxy"),
+  });
+  const node = tools.node ?? "node";
+  const nodeMissing = tools.node ? undefined : notInstalled("node");
+  list.push({
+    id: "node",
+    label: "Node relay (TCP_NODELAY)",
+    ours: false,
+    command: [node, "bench/node_relay.mjs", "0", originHost, originPort, "--nodelay"],
+    unavailable: nodeMissing,
+  });
+  list.push({
+    id: "node-nagle",
+    label: "Node relay (Nagle on, untuned)",
+    ours: false,
+    command: [node, "bench/node_relay.mjs", "0", originHost, originPort],
+    unavailable: nodeMissing,
+  });
+  list.push({
+    id: "socat",
+    label: "socat fork",
+    ours: false,
+    ...socatFork(tools.socat ?? "socat", `TCP:${origin}`),
+    unavailable: tools.socat ? undefined : notInstalled("socat"),
+  });
+  const ready = exists("proxy_server.ts") ? undefined : "proxy_server.ts is not yet available";
   for (const mode of MODES) {
     list.push({
       id: mode,
       label: `ours: ${mode}`,
       ours: true,
       command: ourServerCommand("proxy_server.ts", mode, ["--upstream", origin]),
-      unavailable: ready ? undefined : "proxy_server.ts is not yet available",
+      unavailable: ready,
     });
   }
+  // Forward mode (issue 12): no upstream; wrk names the origin in every request line. The row
+  // starts by itself once `proxy_server.ts --help` mentions --forward.
+  list.push({
+    id: "forward",
+    label: "ours: async --forward (absolute-form)",
+    ours: true,
+    command: ourServerCommand("proxy_server.ts", "async", ["--forward"]),
+    absoluteForm: true,
+    unavailable: ready ?? await forwardMissing(),
+  });
   return list;
+}
+
+/** Why the forward row cannot run yet, or undefined when proxy_server.ts has `--forward`. */
+async function forwardMissing(): Promise<string | undefined> {
+  const help = await runTool([Deno.execPath(), "run", "--allow-net", "proxy_server.ts", "--help"]);
+  return /--forward\b/.test(help.stdout + help.stderr)
+    ? undefined
+    : "proxy_server.ts --help does not mention --forward yet";
 }
 
 function exists(relative: string): boolean {
@@ -198,13 +285,17 @@ function exists(relative: string): boolean {
   }
 }
 
-/** Runs wrk once against `port`. */
+/**
+ * Runs wrk once against `port`; with `script`, wrk loads that Lua file (the
+ * absolute-form requests of the forward row).
+ */
 async function wrk(
   wrkPath: string,
   port: number,
   path: string,
   close: boolean,
   settings: ProxySettings,
+  script?: string,
 ): Promise<WrkFigures> {
   const run = await runTool([
     wrkPath,
@@ -216,6 +307,7 @@ async function wrk(
     `${WRK_TIMEOUT_SECONDS}s`,
     "--latency",
     ...(close ? ["-H", "Connection: close"] : []),
+    ...(script ? ["-s", script] : []),
     `http://127.0.0.1:${port}${path}`,
   ]);
   const figures = parseWrk(run.stdout);
@@ -223,6 +315,86 @@ async function wrk(
     throw new Error(`wrk exited ${run.code}: ${(run.stderr || run.stdout).trim().split("\n")[0]}`);
   }
   return figures;
+}
+
+/** Clock ticks per second in /proc/PID/stat (`getconf CLK_TCK`; 100 on every common Linux). */
+let clockTicks: number | null = null;
+
+/**
+ * CPU seconds (user + system, all threads) process `pid` has used so far,
+ * from /proc/PID/stat read with `cat` (Deno itself reads /proc only with
+ * --allow-all); null when that cannot be read.
+ */
+async function cpuSeconds(pid: number): Promise<number | null> {
+  if (clockTicks === null) {
+    const run = await runTool(["getconf", "CLK_TCK"]).catch(() => null);
+    clockTicks = Number(run?.stdout.trim()) || 100;
+  }
+  const run = await runTool(["cat", `/proc/${pid}/stat`]).catch(() => null);
+  if (!run || run.code !== 0) return null;
+  // Fields after the command name, which is in parentheses and may hold spaces:
+  // field 3 (state) is at index 0, so utime (14) and stime (15) are at 11 and 12.
+  const fields = run.stdout.slice(run.stdout.lastIndexOf(")") + 2).split(" ");
+  const ticks = Number(fields[11]) + Number(fields[12]);
+  return Number.isFinite(ticks) ? ticks / clockTicks : null;
+}
+
+/** The version a program prints for `flag`, matched by `pattern` (its first group); "missing". */
+async function versionOf(program: string | null, flag: string, pattern: RegExp): Promise<string> {
+  if (!program) return "missing";
+  const run = await runTool([program, flag]).catch(() => null);
+  return pattern.exec(`${run?.stdout}\n${run?.stderr}`)?.[1] ?? "unknown";
+}
+
+/** A running origin and what the report says about it. */
+interface StartedOrigin {
+  server: RunningServer;
+  origin: ProxyOrigin;
+}
+
+/**
+ * Starts the origin: nginx when it is installed and starts, otherwise
+ * bench/origin_server.ts, with the reason in `origin.why`.
+ */
+async function startProxyOrigin(
+  nginx: string | null,
+  nginxVersion: string,
+  dir: string,
+  say: (line: string) => void,
+): Promise<StartedOrigin> {
+  let why = "nginx is not installed (apt-get install nginx)";
+  if (nginx) {
+    const port = freePort();
+    const command = await nginxCommand(nginx, dir, port);
+    try {
+      const server = await spawnServer("nginx origin", command, { knownPort: port });
+      return {
+        server,
+        origin: {
+          id: "nginx",
+          label: `nginx/${nginxVersion}`,
+          command: shownCommand(command),
+          why: "nginx, one process (bench/proxy_anchors.ts): it costs the least CPU per " +
+            "request of the origins we can run here (sendfile for 10 MiB), so the relays, not " +
+            "the origin, set the pace",
+        },
+      };
+    } catch (err) {
+      why = `nginx did not start (${errorMessage(err).split("\n")[0]})`;
+      say(`proxy: ${why}`);
+    }
+  }
+  const command = [Deno.execPath(), "run", "--allow-net", "bench/origin_server.ts", "--port", "0"];
+  return {
+    server: await spawnServer("origin", command),
+    origin: {
+      id: "deno",
+      label: "bench/origin_server.ts (Deno.serve)",
+      command: shownCommand(command),
+      why: `${why}: this origin costs more CPU per request, which the relays then lack, so ` +
+        `their 1 KiB figures are lower than with nginx`,
+    },
+  };
 }
 
 /** Runs the proxy part and returns its figures. */
@@ -245,28 +417,40 @@ export async function runProxyPart(
     part.targets = proxyTargets(part.rows);
     return part;
   }
-  const origin = await spawnServer("origin", [
-    Deno.execPath(),
-    "run",
-    "--allow-net",
-    "bench/origin_server.ts",
-    "--port",
-    "0",
-  ]);
-  const upstream = `127.0.0.1:${origin.port}`;
-  const list = specs(tools, upstream, part.missing);
-  part.rows = list.map((s) => ({
-    id: s.id,
-    label: s.label,
-    ours: s.ours,
-    command: s.command ? shownCommand(s.command) : `wrk straight to the origin (${upstream})`,
-    cases: {},
-    peakRssMiB: null,
-    errors: s.unavailable ? [s.unavailable] : [],
-  }));
-  if (part.missing.length) say(`proxy: not installed, left out: ${part.missing.join(", ")}`);
+  const anchors: Anchors = {
+    haproxy: await findProgram("haproxy"),
+    nginx: await findProgram("nginx"),
+  };
+  part.versions = {
+    haproxy: await versionOf(anchors.haproxy, "-v", /HA-?Proxy version (\S+)/i),
+    nginx: await versionOf(anchors.nginx, "-v", /nginx\/(\S+)/),
+  };
+  // Configuration files, the origin's files and wrk's scripts: removed at the end.
+  const dir = await Deno.makeTempDir({ prefix: "bench_proxy_" });
   const servers: (RunningServer | null)[] = [];
+  let origin: RunningServer | null = null;
   try {
+    const started = await startProxyOrigin(anchors.nginx, part.versions.nginx, dir, say);
+    origin = started.server;
+    part.origin = started.origin;
+    say(`proxy: origin ${part.origin.label}: ${part.origin.why}`);
+    const upstream = `127.0.0.1:${origin.port}`;
+    const list = await specs(tools, anchors, upstream, dir, part.missing);
+    part.rows = list.map((s) => ({
+      id: s.id,
+      label: s.label,
+      ours: s.ours,
+      command: s.command ? shownCommand(s.command) : `wrk straight to the origin (${upstream})`,
+      cases: {},
+      peakRssMiB: null,
+      errors: s.unavailable ? [s.unavailable] : [],
+    }));
+    if (part.missing.length) say(`proxy: not installed, left out: ${part.missing.join(", ")}`);
+    const scripts: Record<string, string> = {};
+    for (const c of PROXY_CASES) {
+      scripts[c.id] = `${dir}/absolute_${c.id}.lua`;
+      await Deno.writeTextFile(scripts[c.id], absoluteFormScript(`http://${upstream}${c.path}`));
+    }
     for (const [i, spec] of list.entries()) {
       if (!spec.command || spec.unavailable) {
         servers.push(null);
@@ -279,8 +463,10 @@ export async function runProxyPart(
       for (const [i, spec] of list.entries()) {
         const row = part.rows[i];
         const server = servers[i];
-        if (spec.command && !server) continue;
+        if (spec.unavailable || (spec.command && !server)) continue;
         const sampler = server ? await RssSampler.start(server.pid, settings.sampleMs) : null;
+        const cpuBefore = await cpuSeconds(origin.pid);
+        const start = performance.now();
         try {
           const figures = await wrk(
             tools.wrk,
@@ -288,7 +474,13 @@ export async function runProxyPart(
             c.path,
             c.close,
             settings,
+            spec.absoluteForm ? scripts[c.id] : undefined,
           );
+          const cpuAfter = await cpuSeconds(origin.pid);
+          const seconds = (performance.now() - start) / 1000;
+          figures.originCpuPct = cpuBefore === null || cpuAfter === null
+            ? null
+            : round((cpuAfter - cpuBefore) / seconds * 100);
           row.cases[c.id] = figures;
           if (figures.errors > 0) row.errors.push(`${c.label}: wrk errors: ${figures.errorKinds}`);
         } catch (err) {
@@ -304,55 +496,83 @@ export async function runProxyPart(
     }
   } finally {
     await Promise.all(servers.map((s) => s?.stop()));
-    await origin.stop();
+    await origin?.stop();
+    await Deno.remove(dir, { recursive: true });
   }
   part.targets = proxyTargets(part.rows);
   return part;
 }
 
-/** The goals of issue 3, as ratios in this run. */
-function proxyTargets(rows: ProxyRow[]): Target[] {
+/**
+ * The goals of issues 3 and 12, as ratios in this run ("tuned Node" is the
+ * Node relay with TCP_NODELAY, "untuned Node" the one with Nagle on).
+ */
+export function proxyTargets(rows: ProxyRow[]): Target[] {
   const figure = (id: string, c: string, key: "reqPerSec" | "mibPerSec") =>
     rows.find((r) => r.id === id)?.cases[c]?.[key] ?? null;
   const req = (id: string, c = "1k_keepalive") => figure(id, c, "reqPerSec");
+  const mib = (id: string) => figure(id, "10m_keepalive", "mibPerSec");
+  const info = (what: string, measured: number | null, goal: number) =>
+    target("proxy", what, measured, goal, "x", true);
   return [
-    target("proxy", "async req/s vs Node relay (1 KiB)", ratio(req("async"), req("node")), 1.0),
-    target("proxy", "async req/s vs socat (1 KiB)", ratio(req("async"), req("socat")), 1.5),
+    // Issue 12: against what an engineer would deploy.
+    target("proxy", "async req/s vs haproxy (1 KiB)", ratio(req("async"), req("haproxy")), 1.0),
     target(
       "proxy",
-      "async MiB/s vs Node relay (10 MiB)",
-      ratio(
-        figure("async", "10m_keepalive", "mibPerSec"),
-        figure("node", "10m_keepalive", "mibPerSec"),
-      ),
+      "async req/s vs tuned Node (1 KiB)",
+      ratio(req("async"), req("node")),
+      1.2,
+    ),
+    target(
+      "proxy",
+      "async MiB/s vs tuned Node (10 MiB)",
+      ratio(mib("async"), mib("node")),
       1.5,
     ),
+    target(
+      "proxy",
+      "forward req/s vs relay mode (1 KiB)",
+      ratio(req("forward"), req("async")),
+      0.8,
+    ),
+    // Issue 3.
+    target("proxy", "async req/s vs socat (1 KiB)", ratio(req("async"), req("socat")), 1.5),
     target("proxy", "worker req/s vs async (1 KiB)", ratio(req("worker"), req("async")), 0.25),
     target("proxy", "process req/s vs async (1 KiB)", ratio(req("process"), req("async")), 0.25),
-    target(
-      "proxy",
-      "async req/s vs Node relay (1 KiB, close)",
+    // Shown only: the same comparisons for the other cases and the untuned relay.
+    info("async MiB/s vs haproxy (10 MiB)", ratio(mib("async"), mib("haproxy")), 1.0),
+    info(
+      "async req/s vs untuned Node (1 KiB)",
+      ratio(req("async"), req("node-nagle")),
+      1.0,
+    ),
+    info(
+      "async req/s vs haproxy (1 KiB, close)",
+      ratio(req("async", "1k_close"), req("haproxy", "1k_close")),
+      1.0,
+    ),
+    info(
+      "async req/s vs tuned Node (1 KiB, close)",
       ratio(req("async", "1k_close"), req("node", "1k_close")),
       1.0,
-      "x",
-      true,
     ),
-    target(
-      "proxy",
+    info(
       "async req/s vs socat (1 KiB, close)",
       ratio(req("async", "1k_close"), req("socat", "1k_close")),
       1.5,
-      "x",
-      true,
     ),
   ];
 }
 
-/** The proxy part as a text table: req/s and MiB/s per case, ratios against the Node relay. */
+/**
+ * The proxy part as a text table: req/s and MiB/s per case, ratios against
+ * the Node relay with TCP_NODELAY, the origin's share of a core, and which
+ * origin was used and why.
+ */
 export function proxyTable(part: ProxyPart): string {
   const s = part.settings;
   const title = `Proxy: wrk -t${s.threads} -c${s.connections} -d${s.seconds}s against a local ` +
-    `origin; ratios against the Node net relay`;
+    `origin; ratios (xNode) against the Node relay with TCP_NODELAY`;
   if (part.rows.length === 0) return `${title}\n  skipped: ${part.missing.join(", ")} missing`;
   const node = part.rows.find((r) => r.id === "node");
   const headers = ["relay"];
@@ -361,7 +581,7 @@ export function proxyTable(part: ProxyPart): string {
     const unit = c.path === "/1k" ? "req/s" : "MiB/s";
     headers.push(`${size}${c.close ? " close" : ""} ${unit}`, "xNode");
   }
-  headers.push("p99 ms (1k)", "peak RSS MiB");
+  headers.push("p99 ms (1k)", "origin CPU% (1k)", "peak RSS MiB");
   const body = part.rows.map((r) => {
     const cells = [r.label];
     for (const c of PROXY_CASES) {
@@ -369,10 +589,20 @@ export function proxyTable(part: ProxyPart): string {
       const value = r.cases[c.id]?.[key] ?? null;
       cells.push(formatNumber(value), formatRatio(ratio(value, node?.cases[c.id]?.[key])));
     }
-    cells.push(formatNumber(r.cases["1k_keepalive"]?.p99Ms, 2), formatNumber(r.peakRssMiB, 1));
+    const oneK = r.cases["1k_keepalive"];
+    cells.push(
+      formatNumber(oneK?.p99Ms, 2),
+      formatNumber(oneK?.originCpuPct),
+      formatNumber(r.peakRssMiB, 1),
+    );
     return cells;
   });
+  const origin = part.origin ? [`origin: ${part.origin.label}: ${part.origin.why}`] : [];
   const problems = part.rows.flatMap((r) => r.errors.map((e) => `  ${r.label}: ${e}`));
-  return [title, textTable(headers, body), ...(problems.length ? ["problems:", ...problems] : [])]
-    .join("\n");
+  return [
+    title,
+    ...origin,
+    textTable(headers, body),
+    ...(problems.length ? ["not measured or with errors:", ...problems] : []),
+  ].join("\n");
 }

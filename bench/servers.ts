@@ -152,6 +152,27 @@ export async function startOrNote(
   }
 }
 
+/** Where Debian puts daemons (haproxy, nginx): not on a normal user's PATH. */
+const SBIN_DIRS = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
+
+/**
+ * The path of program `name`, looked up on the PATH and then in the sbin
+ * folders; null when it is not installed.
+ *
+ * @example
+ * ```ts
+ * import { findProgram } from "./servers.ts";
+ * console.log(await findProgram("haproxy") ?? "haproxy is not installed");
+ * ```
+ */
+export async function findProgram(name: string): Promise<string | null> {
+  if (!/^[\w.+-]+$/.test(name)) throw new TypeError(`Not a program name: ${JSON.stringify(name)}`);
+  const path = [Deno.env.get("PATH") ?? "", ...SBIN_DIRS].join(":");
+  const run = await runTool(["sh", "-c", `PATH='${path.replaceAll("'", "")}' command -v ${name}`]);
+  const found = run.stdout.trim();
+  return run.code === 0 && found.startsWith("/") ? found : null;
+}
+
 /** Runs a command from the project root to completion, collecting its output. */
 export async function runTool(command: string[]): Promise<ToolRun> {
   const out = await new Deno.Command(command[0], {

@@ -11,6 +11,7 @@
 
 import assert from "node:assert/strict";
 import { parseWrk } from "../bench/proxy_part.ts";
+import { findProgram } from "../bench/servers.ts";
 import { haveCommand, projectPath } from "./helpers.ts";
 
 interface Row {
@@ -141,6 +142,75 @@ Transfer/sec:      1.50GB
   assert.equal(clean.errors, 0);
   assert.equal(clean.errorKinds, undefined);
   assert.equal(parseWrk("unable to connect to 127.0.0.1:1").reqPerSec, null);
+});
+
+Deno.test("bench.ts --part proxy --quick measures every relay (haproxy, both Node relays, socat, ours) or says why not", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "bench_smoke_" });
+  try {
+    const stdout = await runBenchPart("proxy", dir);
+    const results = JSON.parse(await Deno.readTextFile(`${dir}/results.json`));
+    assert.equal(results.echo, undefined, "only the proxy part ran");
+    const proxy = results.proxy;
+    if (!haveCommand("wrk")) {
+      assert.deepEqual(proxy.missing, ["wrk"]);
+      assert.deepEqual(proxy.rows, []);
+      return;
+    }
+    assert.match(stdout, /Proxy: .*\norigin: .+: .+\nrelay .*xNode/);
+    assert.match(stdout, /Targets\n/);
+    const nginx = await findProgram("nginx");
+    assert.equal(proxy.origin.id, nginx ? "nginx" : "deno", `origin: ${proxy.origin.why}`);
+
+    // Rows whose program is missing are kept, with the reason instead of figures.
+    const installed: Record<string, boolean> = {
+      haproxy: await findProgram("haproxy") !== null,
+      node: haveCommand("node"),
+      "node-nagle": haveCommand("node"),
+      socat: haveCommand("socat"),
+    };
+    const ids = ["direct", "haproxy", "node", "node-nagle", "socat", "async", "worker", "process"];
+    assert.deepEqual(proxy.rows.map((r: { id: string }) => r.id), [...ids, "forward"]);
+    for (const row of proxy.rows) {
+      const skipped = Object.keys(row.cases).length === 0;
+      if (installed[row.id] === false || (row.id === "forward" && skipped)) {
+        assert.ok(skipped, `${row.label} has no figures`);
+        assert.match(row.errors[0] ?? "", /is not installed|does not mention --forward/);
+        continue;
+      }
+      assert.deepEqual(row.errors, [], `${row.label} had errors`);
+      for (const [id, figures] of Object.entries(row.cases)) {
+        const f = figures as Record<string, number>;
+        assert.ok(isPositive(f.reqPerSec), `${row.label} ${id} req/s = ${f.reqPerSec}`);
+        assert.ok(isPositive(f.mibPerSec), `${row.label} ${id} MiB/s = ${f.mibPerSec}`);
+        assert.ok(f.p50Ms <= f.p99Ms, `${row.label} ${id} p50 <= p99`);
+        assert.equal(typeof f.originCpuPct, "number", `${row.label} ${id} origin CPU`);
+      }
+      assert.equal(Object.keys(row.cases).length, 4, `${row.label} ran every case`);
+      if (row.id !== "direct") assert.ok(isPositive(row.peakRssMiB), `${row.label} peak RSS`);
+    }
+
+    // The goals of issue 12, measured whenever both sides ran.
+    const measured = (what: string, ...ids: string[]) => {
+      const t = proxy.targets.find((t: { what: string }) => t.what === what);
+      assert.ok(t, `target "${what}" is reported`);
+      const ran = ids.every((id) =>
+        Object.keys(proxy.rows.find((r: { id: string }) => r.id === id).cases).length > 0
+      );
+      if (ran) assert.ok(isPositive(t.measured), `${what} measured = ${t.measured}`);
+      else assert.equal(t.measured, null, `${what} is not measured`);
+    };
+    measured("async req/s vs haproxy (1 KiB)", "async", "haproxy");
+    measured("async req/s vs tuned Node (1 KiB)", "async", "node");
+    measured("async MiB/s vs tuned Node (10 MiB)", "async", "node");
+    measured("forward req/s vs relay mode (1 KiB)", "forward", "async");
+
+    const svg = await Deno.readTextFile(`${dir}/chart.svg`);
+    for (const row of proxy.rows) {
+      assert.ok(svg.includes(`>${row.label}<`), `chart shows ${row.label}`);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("bench.ts --part hostile --quick measures storm, tiny segments and silent connections", async () => {
