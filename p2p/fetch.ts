@@ -5,6 +5,13 @@
  * fails is remembered, so the next plan tries it last. Each download checks
  * the length and SHA-256 before the file gets its name (`files.ts`).
  *
+ * A failure that is this machine's own (a full disk, a read-only folder, no
+ * permission: `LocalDiskError`) blames no holder: the file, or the whole
+ * folder when nothing can be written there, waits 5 s, then 10 s, and so on
+ * up to 5 minutes, with one log line per reason, until a download works or
+ * the device has room again. Blocked names stay in {@linkcode DownloadQueue.queued},
+ * so the plan stays a pure function of what it is given and reports them once.
+ *
  * @example
  * ```ts
  * import { DownloadQueue } from "./fetch.ts";
@@ -20,7 +27,14 @@
 
 import { errorMessage } from "../lib/cli.ts";
 import { formatBytes, type Log, printLog } from "../lib/log.ts";
-import { downloadFile, type DownloadResult, type HashCache, LocalChangeError } from "./files.ts";
+import { fits, freeBytes } from "./disk_space.ts";
+import {
+  downloadFile,
+  type DownloadResult,
+  type HashCache,
+  LocalChangeError,
+  LocalDiskError,
+} from "./files.ts";
 import { sourceName, type Wanted } from "./plan.ts";
 
 /** Files fetched at once; more wait their turn. */
@@ -29,6 +43,20 @@ export const PARALLEL_DOWNLOADS = 4;
 const PROGRESS_MIN_BYTES = 16 * 1024 * 1024; // bytes
 /** Time between progress line updates. */
 const PROGRESS_EVERY_MS = 250;
+/** The first wait after a local write failure (full disk, read-only folder); it doubles. */
+export const LOCAL_RETRY_FIRST_MS = 5_000; // milliseconds
+/** The longest wait between attempts after local write failures. */
+export const LOCAL_RETRY_MAX_MS = 5 * 60_000; // milliseconds
+
+/** A wait after a local write failure. */
+interface Backoff {
+  /** When to try again (`Date.now()` milliseconds). */
+  until: number;
+  /** The wait that set `until`; the next failure doubles it. */
+  delayMs: number;
+  /** The failure. */
+  error: LocalDiskError;
+}
 
 /** The counters the downloads add to (the peer's stats). */
 export interface DownloadCounters {
@@ -56,6 +84,17 @@ export interface DownloadQueueOptions {
   log?: Log;
   /** Called when a file is in place: the peer records the version it now holds. */
   onDownloaded?: (name: string, wanted: Wanted, result: DownloadResult) => void;
+  /**
+   * Refuse a file bigger than the folder's free space before fetching it
+   * (needs `--allow-sys=statfs`; without it the write error is the signal).
+   * @default {true}
+   */
+  checkSpace?: boolean;
+  /**
+   * The first wait after a local write failure, in ms; each failed retry
+   * doubles it, up to {@linkcode LOCAL_RETRY_MAX_MS}. @default {LOCAL_RETRY_FIRST_MS}
+   */
+  localRetryFirstMs?: number;
 }
 
 /** The downloads a peer runs: the queue the plan sets, and the ones in flight. */
@@ -70,6 +109,14 @@ export class DownloadQueue {
   /** Waiting to be fetched, by name; replaced by every plan. */
   #queue = new Map<string, Wanted>();
   #inFlight = new Map<string, Promise<void>>();
+  /** The whole folder's wait, when nothing can be written there. */
+  #folderBlock: Backoff | null = null;
+  /** Waits of single files (too big for the free space, say), by name. */
+  #fileBlocks = new Map<string, Backoff>();
+  /** Local failures already logged, so that each reason gets one line, not one per attempt. */
+  #reported = new Set<string>();
+  /** A look at the free space while something waits for room, if one is running. */
+  #spaceCheck: Promise<void> | null = null;
 
   /** A queue that fetches into `options.dir`; nothing runs until {@linkcode DownloadQueue.replace}. */
   constructor(options: DownloadQueueOptions) {
@@ -87,14 +134,32 @@ export class DownloadQueue {
     return this.#inFlight;
   }
 
+  /**
+   * When downloads into the folder may start again (`Date.now()` ms) after a
+   * local failure that concerns the whole folder, or 0 when they may now.
+   */
+  get blockedUntil(): number {
+    return this.#folderBlock?.until ?? 0;
+  }
+
+  /** Names waiting after a local failure of their own, to when (`Date.now()` ms). */
+  get localBlocked(): ReadonlyMap<string, number> {
+    return new Map([...this.#fileBlocks].map(([name, b]) => [name, b.until]));
+  }
+
   /** Forgets the finished downloads: call it as a new listing of the folder starts. */
   forgetRecent(): void {
     this.recent.clear();
   }
 
-  /** Makes `wanted` (a plan's `fetch`) the whole queue, and starts downloads while slots are free. */
+  /**
+   * Makes `wanted` (a plan's `fetch`) the whole queue, and starts downloads
+   * while slots are free. Names waiting after a local failure stay queued
+   * but start only when their wait is over (so retries follow the rounds).
+   */
   replace(wanted: Map<string, Wanted>): void {
     this.#queue = wanted;
+    this.#checkSpace();
     this.#pump();
   }
 
@@ -106,17 +171,21 @@ export class DownloadQueue {
   /** Empties the queue and waits for the downloads in flight to end. */
   async settled(): Promise<void> {
     this.#queue.clear();
-    await Promise.allSettled([...this.#inFlight.values()]);
+    await Promise.allSettled([...this.#inFlight.values(), this.#spaceCheck]);
   }
 
   get #stopping(): boolean {
     return this.#abort.signal.aborted;
   }
 
-  /** Starts queued downloads while slots are free. */
+  /** Starts queued downloads while slots are free, except those waiting after a local failure. */
   #pump(): void {
-    while (!this.#stopping && this.#inFlight.size < PARALLEL_DOWNLOADS && this.#queue.size > 0) {
-      const [name, wanted] = this.#queue.entries().next().value!;
+    const now = Date.now();
+    if (this.#folderBlock !== null && now < this.#folderBlock.until) return;
+    for (const [name, wanted] of this.#queue) {
+      if (this.#stopping || this.#inFlight.size >= PARALLEL_DOWNLOADS) break;
+      const block = this.#fileBlocks.get(name);
+      if (block !== undefined && now < block.until) continue;
       this.#queue.delete(name);
       const job = this.#fetch(name, wanted).finally(() => {
         this.#inFlight.delete(name);
@@ -145,6 +214,7 @@ export class DownloadQueue {
           localMtime,
           byContent,
           idleTimeoutSeconds: this.#options.idleTimeoutSeconds,
+          checkSpace: this.#options.checkSpace,
           onProgress: this.#progress(name, entry.size),
           signal: this.#abort.signal,
         });
@@ -162,12 +232,21 @@ export class DownloadQueue {
             result.verified ? "SHA-256 verified" : "length checked (no SHA-256 given)"
           }`,
         );
+        this.#writable(name);
         return;
       } catch (err) {
         if (this.#stopping) return;
         if (err instanceof LocalChangeError) {
           // Not the holder's fault: the next round announces our copy and decides again.
           this.#log(`download of ${name} from ${where} dropped: ${err.message}; kept ours`);
+          return;
+        }
+        if (err instanceof LocalDiskError) {
+          // Ours to fix, not the holder's: the next holder would fail alike, so wait instead.
+          this.#wait(name, err);
+          // Back in the queue, unless a newer plan took its place: still wanted, just waiting,
+          // so the next plan sees it queued and does not announce the fetch again.
+          if (!this.#queue.has(name)) this.#queue.set(name, wanted);
           return;
         }
         stats.failures++;
@@ -180,6 +259,72 @@ export class DownloadQueue {
         );
       }
     }
+  }
+
+  /**
+   * Puts `name` (or the whole folder) on a wait after a local failure: 5 s,
+   * doubled by each failed retry up to 5 min. Failures while the wait runs
+   * (other downloads already in flight) do not lengthen it. One line per
+   * reason.
+   */
+  #wait(name: string, error: LocalDiskError): void {
+    const now = Date.now();
+    const folder = error.scope === "folder";
+    const last = folder ? this.#folderBlock : this.#fileBlocks.get(name);
+    if (last !== null && last !== undefined && now < last.until) return;
+    const delayMs = last
+      ? Math.min(last.delayMs * 2, LOCAL_RETRY_MAX_MS)
+      : this.#options.localRetryFirstMs ?? LOCAL_RETRY_FIRST_MS;
+    const block = { until: now + delayMs, delayMs, error };
+    if (folder) this.#folderBlock = block;
+    else this.#fileBlocks.set(name, block);
+    // The reason without its figures (free bytes change every time), per file or for the folder.
+    const key = folder ? `folder\n${error.code}` : `${name}\n${error.code}`;
+    if (this.#reported.has(key)) return;
+    this.#reported.add(key);
+    const what = folder
+      ? `cannot write to ${this.#options.dir}`
+      : `cannot fetch ${name} into ${this.#options.dir}`;
+    this.#log(`${what}: ${error.message}; retrying in ${formatWait(delayMs)}`);
+  }
+
+  /** A download worked: its file's wait and the folder's are over, and may be reported anew. */
+  #writable(name: string): void {
+    this.#fileBlocks.delete(name);
+    this.#folderBlock = null;
+    let folderReported = false;
+    for (const key of this.#reported) {
+      if (key.startsWith(`${name}\n`)) this.#reported.delete(key);
+      if (key.startsWith("folder\n")) folderReported = this.#reported.delete(key);
+    }
+    if (folderReported) this.#log(`${this.#options.dir} takes downloads again`);
+  }
+
+  /**
+   * While something waits for room, looks at the free space once per round:
+   * when it grew and the file fits now (someone deleted files, a bigger disk
+   * was mounted), the wait ends and starts again from 5 s next time.
+   */
+  #checkSpace(): void {
+    if (this.#spaceCheck !== null || this.#stopping) return;
+    const waiting = [
+      ...(this.#folderBlock ? [this.#folderBlock] : []),
+      ...this.#fileBlocks.values(),
+    ].filter((b) => b.error.free !== undefined && b.error.free !== null);
+    if (waiting.length === 0) return;
+    this.#spaceCheck = (async () => {
+      const free = await freeBytes(this.#options.dir);
+      if (free === null) return;
+      const roomFor = (b: Backoff) =>
+        free > (b.error.free ?? Infinity) && fits(b.error.needed ?? 0, free);
+      if (this.#folderBlock !== null && roomFor(this.#folderBlock)) this.#folderBlock = null;
+      for (const [name, block] of this.#fileBlocks) {
+        if (roomFor(block)) this.#fileBlocks.delete(name);
+      }
+    })().finally(() => {
+      this.#spaceCheck = null;
+      this.#pump();
+    });
   }
 
   /** A progress printer for a large download when progress lines are on. */
@@ -198,4 +343,10 @@ export class DownloadQueue {
       Deno.stdout.writeSync(new TextEncoder().encode(received < total ? text : text + "\n"));
     };
   }
+}
+
+/** A wait as a log line says it: "5 s", "2 min". */
+function formatWait(ms: number): string {
+  const seconds = Math.round(ms / 1000);
+  return seconds < 120 ? `${seconds} s` : `${Math.round(seconds / 60)} min`;
 }

@@ -3,12 +3,15 @@
  * it, and downloading one into it without ever leaving a torn or wrong file
  * under its final name.
  *
- * - {@linkcode listSharedFiles} lists the plain files directly in the folder,
- *   skipping what the course's peers skip (subfolders, `*.py`, `*.so`,
- *   `*.dll`) and what we skip (dotfiles, which covers our temp files), with
- *   each file's size and SHA-256 for the tracker's extension fields.
- * - {@linkcode openSharedFile} opens a requested name only if it is a plain
- *   file directly in the folder; a symlink must lead to such a file too.
+ * - {@linkcode listSharedFiles} lists the plain files in the folder and its
+ *   subfolders (relative paths, `/` between names), skipping hidden names
+ *   (which covers our temp files and state folder), symlinked folders, and
+ *   what the ignore rules say (`ignore.ts`: `.p2pignore`, and by default
+ *   `*.py`, `*.so`, `*.dll` as the course's peers), with each file's size
+ *   and SHA-256 for the tracker's extension fields.
+ * - {@linkcode openSharedFile} opens a requested path only if it is a plain
+ *   file inside the folder, reached through no symlinked folder; a symlink
+ *   must lead to such a file too.
  * - {@linkcode downloadFile} streams a file from another peer into a hidden
  *   temp file, checks its length and SHA-256, sets its mtime, and only then
  *   renames it into place: a reader (or a killed peer) sees the old file or
@@ -24,6 +27,8 @@
 
 import { createHash } from "node:crypto";
 import { errorMessage } from "../lib/cli.ts";
+import { formatBytes } from "../lib/log.ts";
+import { fits, freeBytes } from "./disk_space.ts";
 import { LineReader, LineTooLongError } from "../lib/lines.ts";
 import {
   closeQuietly,
@@ -35,10 +40,13 @@ import {
 } from "../lib/net.ts";
 import {
   type FileInfo,
-  isSafeFileName,
-  MAX_FILE_NAME_BYTES,
   MAX_MTIME_SECONDS,
+  MAX_PATH_BYTES,
+  MAX_PATH_DEPTH,
+  pathProblem,
+  windowsNameProblem,
 } from "./protocol.ts";
+import { type Ignored, IgnoreRules } from "./ignore.ts";
 
 /**
  * Bytes per read and write while a file travels, on both sides: 256 KiB
@@ -50,62 +58,109 @@ export const TRANSFER_BUFFER_BYTES = 256 * 1024; // bytes
 const HASH_BUFFER_BYTES = 1024 * 1024; // bytes
 /** Longest `Content-Length:` header line we read from another peer. */
 export const MAX_HEADER_BYTES = 256; // bytes
-/** Longest file request line we read: a name is at most 255 bytes, plus room for a "\r". */
-export const MAX_REQUEST_BYTES = MAX_FILE_NAME_BYTES + 1; // bytes
+/** Longest file request line we read: a path is at most 4096 bytes, plus room for a "\r". */
+export const MAX_REQUEST_BYTES = MAX_PATH_BYTES + 1; // bytes
 /** Largest file we agree to receive: anything bigger is refused before a byte is stored. */
 export const MAX_FILE_BYTES = 2 ** 40; // bytes (1 TiB)
 /** How a temp file ends; with the leading dot the listing never shares it. */
 const TEMP_SUFFIX = ".part";
-/** Our temp files: `.<name>.<12 hex digits>.part` (or a hash instead of a long name). */
+/** Our temp files' names: `.<name>.<12 hex digits>.part` (or a hash instead of a long name). */
 const TEMP_NAME = /^\..+\.[0-9a-f]{12}\.part$/;
 /** Names longer than this are replaced by their hash inside a temp name (255-byte limit). */
 const TEMP_NAME_KEEP_BYTES = 200; // bytes
 
-/** Why a name is not served or written: `null` when it is fine. */
-export function refusalReason(name: string): string | null {
+/** Whether this peer runs on Windows, which cannot store some names that Linux and macOS can. */
+const ON_WINDOWS = Deno.build.os === "windows";
+
+/** What {@linkcode refusalReason} allows beyond a plain name. */
+export interface NameRules {
+  /**
+   * Relative paths with `/` (extension "paths"); when off, any `/` is
+   * refused, as with the course's tracker. @default {true}
+   */
+  paths?: boolean;
+  /**
+   * Refuse names Windows cannot store (`windowsNameProblem` in
+   * `protocol.ts`): such files are synced between Linux and macOS peers and
+   * skipped, with one log line, on a Windows peer. @default {true on Windows}
+   */
+  windows?: boolean;
+}
+
+/**
+ * Why a path is never served, written or shared, whatever the ignore rules
+ * say, or `null` when it may be: a path that is not safe (`pathProblem` in
+ * `protocol.ts`: `..`, absolute, control characters, too long or deep), a
+ * hidden name anywhere in it (our temp files, the `.p2p-sync/` state folder,
+ * `.p2pignore`), and on Windows a name Windows cannot store.
+ *
+ * @example
+ * ```ts
+ * import { refusalReason } from "./files.ts";
+ * refusalReason("docs/a.txt"); // null
+ * refusalReason("docs/a.txt", { paths: false }); // "path separators are not allowed"
+ * refusalReason("../a.txt"); // '".." is not allowed in a path'
+ * refusalReason("aux.txt", { windows: true }); // '"aux.txt" is a device name on Windows: ...'
+ * ```
+ */
+export function refusalReason(name: string, rules: NameRules = {}): string | null {
   if (name === "") return "empty name";
   if (name === "." || name === "..") return `"${name}" is a folder, not a file`;
-  if (name.includes("/") || name.includes("\\")) return "path separators are not allowed";
-  if (!isSafeFileName(name)) {
-    return new TextEncoder().encode(name).length > MAX_FILE_NAME_BYTES
-      ? `name longer than ${MAX_FILE_NAME_BYTES} bytes`
-      : "control characters or broken Unicode in the name";
+  if (!(rules.paths ?? true) && /[/\\]/.test(name)) return "path separators are not allowed";
+  const problem = pathProblem(name);
+  if (problem !== null) return problem;
+  if (name.split("/").some((n) => n.startsWith("."))) {
+    return "hidden and temporary files are not shared";
   }
-  if (name.startsWith(".")) return "hidden and temporary files are not shared";
-  if (/\.(py|so|dll)$/i.test(name)) return "*.py, *.so and *.dll files are not shared";
+  if (rules.windows ?? ON_WINDOWS) {
+    const windows = windowsNameProblem(name);
+    if (windows !== null) return `${windows}: not stored on this Windows peer`;
+  }
   return null;
 }
 
 /**
- * Whether a name is shared: safe (see `isSafeFileName`), not a dotfile or
- * temp file, not `*.py`, `*.so` or `*.dll`.
+ * Whether a path is shared: safe and not hidden (see {@linkcode refusalReason}),
+ * and not ignored by `rules` (the defaults: `*.py`, `*.so`, `*.dll`).
  *
  * @example
  * ```ts
- * isSharedName("notes.txt"); // true
+ * import { isSharedName } from "./files.ts";
+ * isSharedName("notes/today.txt"); // true
  * isSharedName("peer.py"); // false
  * ```
  */
-export function isSharedName(name: string): boolean {
-  return refusalReason(name) === null;
+export function isSharedName(name: string, rules: IgnoreRules = IgnoreRules.DEFAULT): boolean {
+  return refusalReason(name) === null && rules.ignored(name) === null;
 }
 
-/** Whether `name` is one of our own temp files (left behind by a killed peer). */
+/** Whether `name` (one name, no folder) is one of our own temp files (left behind by a killed peer). */
 export function isTempName(name: string): boolean {
   return TEMP_NAME.test(name);
 }
 
-/** A fresh temp file name for a download of `name`; hidden, so never shared. */
-export function tempNameFor(name: string): string {
+/**
+ * A fresh temp path for a download of `path`, in the same folder (so the
+ * final rename is atomic); hidden, so never shared.
+ *
+ * @example
+ * ```ts
+ * import { tempNameFor } from "./files.ts";
+ * tempNameFor("docs/a.txt"); // "docs/.a.txt.1f2e3d4c5b6a.part"
+ * ```
+ */
+export function tempNameFor(path: string): string {
+  const slash = path.lastIndexOf("/");
+  const name = path.slice(slash + 1);
   const random = crypto.getRandomValues(new Uint8Array(6));
   const tag = Array.from(random, (b) => b.toString(16).padStart(2, "0")).join("");
   const base = new TextEncoder().encode(name).length <= TEMP_NAME_KEEP_BYTES
     ? name
     : createHash("sha256").update(name).digest("hex").slice(0, 32);
-  return `.${base}.${tag}${TEMP_SUFFIX}`;
+  return `${path.slice(0, slash + 1)}.${base}.${tag}${TEMP_SUFFIX}`;
 }
 
-/** Joins the folder and a name already checked to be a plain file name. */
+/** Joins the folder and a relative path already checked (see {@linkcode refusalReason}). */
 export function pathIn(dir: string, name: string): string {
   return `${dir.replace(/\/+$/, "")}/${name}`;
 }
@@ -160,43 +215,116 @@ function cacheKey(info: Deno.FileInfo): string {
   return `${info.size}:${info.mtime?.getTime()}:${info.ctime?.getTime()}:${info.ino}:${info.dev}`;
 }
 
+/** One name {@linkcode listSharedFiles} left out (hidden names are left out without a word). */
+export interface ListingSkip {
+  /** The relative path; a folder's ends in `/`. */
+  path: string;
+  /** Why, for a log line. */
+  reason: string;
+  /** Set when an ignore rule left it out. */
+  ignored?: Ignored;
+}
+
+/** Options for {@linkcode listSharedFiles}. */
+export interface ListOptions {
+  /** The ignore rules (`.p2pignore`). @default {IgnoreRules.DEFAULT: `*.py`, `*.so`, `*.dll`} */
+  ignore?: IgnoreRules;
+  /** Told of every name left out, but hidden ones: unsafe, ignored, a symlinked folder. */
+  onSkip?: (skip: ListingSkip) => void;
+}
+
 /**
- * Lists the shared files of `dir`, sorted by name, with size, whole-second
- * mtime and SHA-256. Files that vanish while listed are left out.
+ * Lists the shared files of `dir` and of its subfolders, by relative path
+ * (`docs/a.txt`), sorted, with size, whole-second mtime and SHA-256. Hidden
+ * names are skipped (and hidden folders not entered), as are symlinked
+ * folders (they could lead out of the folder, or round in a loop), unsafe
+ * names, and what the ignore rules say (an ignored folder is not entered).
+ * Files that vanish while listed are left out.
  */
 export async function listSharedFiles(
   dir: string,
   cache: HashCache = new HashCache(),
+  options: ListOptions = {},
 ): Promise<LocalFile[]> {
+  const ignore = options.ignore ?? IgnoreRules.DEFAULT;
+  const skip = options.onSkip ?? (() => {});
+  const root = dir.replace(/\/+$/, "");
   const files: LocalFile[] = [];
   // One buffer for the whole listing: a thousand small files must not cost a thousand.
   const buffer = new Uint8Array(HASH_BUFFER_BYTES);
-  for await (const entry of Deno.readDir(dir)) {
-    // Subfolders are skipped; a symlink counts only if it leads to a plain file here.
-    if (!isSharedName(entry.name) || entry.isDirectory) continue;
+  // Folders still to list, by relative path ("" is the shared folder itself).
+  const folders = [""];
+  while (folders.length > 0) {
+    const folder = folders.pop()!;
     try {
-      const opened = await openSharedFile(dir, entry.name);
-      try {
-        let sha256 = cache.get(entry.name, opened.info);
-        if (sha256 === undefined) {
-          sha256 = await hashFile(opened.file, buffer);
-          cache.set(entry.name, opened.info, sha256);
+      for await (const entry of Deno.readDir(folder === "" ? root : `${root}/${folder}`)) {
+        // Never shared, never said: our temp files, the state folder, .p2pignore, dotfiles.
+        if (entry.name.startsWith(".")) continue;
+        const path = folder === "" ? entry.name : `${folder}/${entry.name}`;
+        const target = entry.isSymlink
+          ? await Deno.stat(`${root}/${path}`).catch(() => null)
+          : null;
+        if (target?.isDirectory) {
+          skip({ path: `${path}/`, reason: "a symlinked folder is not followed" });
+          continue;
         }
-        files.push({
-          name: entry.name,
-          mtime: wholeSeconds(opened.info),
-          size: opened.info.size,
-          sha256,
+        const reason = refusalReason(path);
+        if (reason !== null) {
+          skip({ path, reason });
+          continue;
+        }
+        const ignored = ignore.match(path, entry.isDirectory);
+        if (ignored !== null) {
+          skip({ path: ignored.path, reason: ignored.reason, ignored });
+          continue;
+        }
+        if (entry.isDirectory) {
+          // A folder this deep could hold no file with a path short enough to send.
+          if (path.split("/").length >= MAX_PATH_DEPTH) {
+            skip({ path: `${path}/`, reason: `deeper than ${MAX_PATH_DEPTH} names in all` });
+          } else {
+            folders.push(path);
+          }
+          continue;
+        }
+        const file = await hashShared(dir, path, ignore, cache, buffer).catch((err) => {
+          if (!(err instanceof RefusedError)) throw err;
+          if (err.message !== NO_SUCH_FILE) skip({ path, reason: err.message });
+          return null;
         });
-      } finally {
-        opened.file.close();
+        if (file !== null) files.push(file);
       }
     } catch (err) {
-      if (!(err instanceof RefusedError)) throw err;
+      // A subfolder that went away, or that this user may not list, is left out; the root is not.
+      if (folder === "") throw err;
+      if (!(err instanceof Deno.errors.NotFound)) {
+        skip({ path: `${folder}/`, reason: `cannot list it: ${errorMessage(err)}` });
+      }
     }
   }
   cache.prune(new Set(files.map((f) => f.name)));
   return files.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+/** One listed file: opened as a shared file, hashed (or its hash taken from the cache). */
+async function hashShared(
+  dir: string,
+  path: string,
+  ignore: IgnoreRules,
+  cache: HashCache,
+  buffer: Uint8Array,
+): Promise<LocalFile> {
+  const opened = await openSharedFile(dir, path, ignore);
+  try {
+    let sha256 = cache.get(path, opened.info);
+    if (sha256 === undefined) {
+      sha256 = await hashFile(opened.file, buffer);
+      cache.set(path, opened.info, sha256);
+    }
+    return { name: path, mtime: wholeSeconds(opened.info), size: opened.info.size, sha256 };
+  } finally {
+    opened.file.close();
+  }
 }
 
 /** A file's mtime in whole seconds, rounded down, as the protocol carries it. */
@@ -217,10 +345,13 @@ export async function hashFile(
   }
 }
 
-/** A name that is not a plain shared file directly in the folder. */
+/** A path that is not a plain shared file inside the folder. */
 export class RefusedError extends Error {
   override name = "RefusedError";
 }
+
+/** The reason a {@linkcode RefusedError} gives for a path with nothing there. */
+const NO_SUCH_FILE = "no such file";
 
 /** A file opened by {@linkcode openSharedFile}. */
 export interface OpenedFile {
@@ -231,34 +362,52 @@ export interface OpenedFile {
 }
 
 /**
- * Opens `name` for reading if it is a shared plain file directly in `dir`
- * (which must be a real path, no symlinks in it). A symlink is followed only
- * when it leads to a plain file directly in `dir`. The file is checked
- * after opening too, so swapping it for a symlink at the wrong moment does
- * not help.
+ * Opens `name` (a relative path) for reading if it is a shared plain file
+ * inside `dir` (which must be a real path, no symlinks in it), reached
+ * through real folders only: a symlinked folder on the way is refused. A
+ * symlink to a file is followed only when it leads to a shared file inside
+ * `dir`. With `ignore`, an ignored path is refused too. The file is checked
+ * after opening as well, so swapping it for a symlink at the wrong moment
+ * does not help.
  *
  * @throws {RefusedError} with a reason a log line can show.
  */
-export async function openSharedFile(dir: string, name: string): Promise<OpenedFile> {
+export async function openSharedFile(
+  dir: string,
+  name: string,
+  ignore?: IgnoreRules,
+): Promise<OpenedFile> {
   const reason = refusalReason(name);
   if (reason !== null) throw new RefusedError(reason);
+  const ignored = ignore?.ignored(name) ?? null;
+  if (ignored !== null) throw new RefusedError(`ignored here (${ignored.reason})`);
+  const root = dir.replace(/\/+$/, "");
   let target = pathIn(dir, name);
   let before: Deno.FileInfo;
   try {
+    const slash = name.lastIndexOf("/");
+    if (slash >= 0) {
+      // Its folder, resolved, must be where the path says: no symlinked folder on the way.
+      const folder = `${root}/${name.slice(0, slash)}`;
+      if ((await Deno.realPath(folder)) !== folder) {
+        throw new RefusedError("a folder on its path is a symlink");
+      }
+    }
     before = await Deno.lstat(target);
     if (before.isSymlink) {
       target = await Deno.realPath(target);
-      if (target.slice(0, target.lastIndexOf("/")) !== dir.replace(/\/+$/, "")) {
+      if (!target.startsWith(`${root}/`)) {
         throw new RefusedError("symlink leads out of the shared folder");
       }
-      if (!isSharedName(target.slice(target.lastIndexOf("/") + 1))) {
+      const inside = target.slice(root.length + 1);
+      if (refusalReason(inside) !== null || (ignore?.ignored(inside) ?? null) !== null) {
         throw new RefusedError("symlink leads to a file that is not shared");
       }
       before = await Deno.lstat(target);
     }
   } catch (err) {
     if (err instanceof RefusedError) throw err;
-    if (err instanceof Deno.errors.NotFound) throw new RefusedError("no such file");
+    if (err instanceof Deno.errors.NotFound) throw new RefusedError(NO_SUCH_FILE);
     if (err instanceof Deno.errors.NotCapable) {
       throw new RefusedError("symlink leads out of the shared folder");
     }
@@ -279,13 +428,33 @@ export async function openSharedFile(dir: string, name: string): Promise<OpenedF
   return { file, info };
 }
 
-/** Removes temp files a killed peer left behind; returns their names. */
+/**
+ * Removes the temp files a killed peer left behind, in the folder and every
+ * subfolder a download may write to (hidden and symlinked folders are not
+ * entered); returns their relative paths.
+ */
 export async function removeStaleTempFiles(dir: string): Promise<string[]> {
+  const root = dir.replace(/\/+$/, "");
   const removed: string[] = [];
-  for await (const entry of Deno.readDir(dir)) {
-    if (entry.isFile && isTempName(entry.name)) {
-      await Deno.remove(pathIn(dir, entry.name)).catch(() => {});
-      removed.push(entry.name);
+  const folders = [""];
+  while (folders.length > 0) {
+    const folder = folders.pop()!;
+    try {
+      for await (const entry of Deno.readDir(folder === "" ? root : `${root}/${folder}`)) {
+        const path = folder === "" ? entry.name : `${folder}/${entry.name}`;
+        if (entry.isFile && isTempName(entry.name)) {
+          await Deno.remove(`${root}/${path}`).catch(() => {});
+          removed.push(path);
+        } else if (
+          entry.isDirectory && !entry.name.startsWith(".") &&
+          path.split("/").length < MAX_PATH_DEPTH
+        ) {
+          folders.push(path);
+        }
+      }
+    } catch (err) {
+      // A subfolder that cannot be listed holds nothing we could have written.
+      if (folder === "") throw err;
     }
   }
   return removed;
@@ -305,11 +474,144 @@ export class LocalChangeError extends DownloadError {
   override name = "LocalChangeError";
 }
 
+/**
+ * A download that failed through this machine's fault, not the holder's:
+ * the folder is full, read-only, over its quota, or not writable by this
+ * user or this Deno process. Asking another holder would fail the same
+ * way, so the caller waits instead and blames nobody. The temp file is
+ * already gone.
+ */
+export class LocalDiskError extends DownloadError {
+  override name = "LocalDiskError";
+
+  /**
+   * @param message the reason, for a person: "no space left on the device (...)"
+   * @param code what went wrong, for a program: `ENOSPC`, `EDQUOT`, `EROFS`, `EACCES`,
+   *   `NotCapable`, `EFBIG`, `ENAMETOOLONG`, `space` (refused before starting: too big
+   *   for the free space), or another error code
+   * @param scope `"folder"`: nothing can be written there now; `"file"`: only this file fails
+   * @param needed the file's size in bytes, when known
+   * @param free bytes free on the device just after the failure, when known
+   */
+  constructor(
+    message: string,
+    readonly code: string,
+    readonly scope: "folder" | "file",
+    readonly needed?: number,
+    readonly free?: number | null,
+  ) {
+    super(message);
+  }
+
+  /** The same failure with the free space measured after it (shown for a full device). */
+  withFree(free: number | null): LocalDiskError {
+    if (free === null || !(this.code in SPACE_ERRORS)) return this;
+    return new LocalDiskError(
+      spaceReason(this.code, this.needed, free),
+      this.code,
+      this.scope,
+      this.needed,
+      free,
+    );
+  }
+}
+
+/** The write errors that mean "no room", and how to say them. */
+const SPACE_ERRORS: Record<string, string> = {
+  ENOSPC: "no space left on the device",
+  EDQUOT: "the disk quota is used up",
+};
+
+/** "no space left on the device (needs 2.0 MiB, 1.0 MiB free)", with what is known. */
+function spaceReason(code: string, needed?: number, free?: number | null): string {
+  const amounts = [
+    ...(needed === undefined ? [] : [`needs ${formatBytes(needed)}`]),
+    ...(free === undefined || free === null ? [] : [`${formatBytes(free)} free`]),
+  ];
+  return SPACE_ERRORS[code] + (amounts.length > 0 ? ` (${amounts.join(", ")})` : "");
+}
+
+/** Local write failures that concern the whole folder, and how to say them. */
+const FOLDER_ERRORS: Record<string, string> = {
+  ...SPACE_ERRORS,
+  EROFS: "the file system is read-only",
+  EACCES: "the system does not let this user write there",
+  EPERM: "the system does not let this user write there",
+};
+/** Local write failures that concern one file only, and how to say them. */
+const FILE_ERRORS: Record<string, string> = {
+  EFBIG: "the file is too large for this file system",
+  ENAMETOOLONG: "the name is too long for this file system",
+};
+
+/**
+ * Turns an error from a file operation in the folder into a
+ * {@linkcode LocalDiskError} saying why in plain words. Deno gives most
+ * system errors as a plain `Error` with a `code` (`"ENOSPC"`); its own
+ * permission check (`--allow-write`) is `Deno.errors.NotCapable`.
+ *
+ * @example
+ * ```ts
+ * import { localDiskError } from "./files.ts";
+ * const err = Object.assign(new Error("No space left on device (os error 28)"), { code: "ENOSPC" });
+ * localDiskError(err, 5).message; // "no space left on the device (needs 5 B)"
+ * ```
+ */
+export function localDiskError(err: unknown, needed?: number): LocalDiskError {
+  if (err instanceof LocalDiskError) return err;
+  if (err instanceof Deno.errors.NotCapable) {
+    return new LocalDiskError(
+      "Deno's permissions do not allow writing there (start the peer with --allow-write for it)",
+      "NotCapable",
+      "folder",
+    );
+  }
+  const code = (err as { code?: unknown })?.code;
+  const key = typeof code === "string"
+    ? code
+    : err instanceof Deno.errors.PermissionDenied
+    ? "EACCES"
+    : "";
+  if (key in SPACE_ERRORS) {
+    return new LocalDiskError(spaceReason(key, needed), key, "folder", needed);
+  }
+  if (key in FOLDER_ERRORS) return new LocalDiskError(FOLDER_ERRORS[key], key, "folder", needed);
+  if (key in FILE_ERRORS) return new LocalDiskError(FILE_ERRORS[key], key, "file", needed);
+  // Anything else a file operation here throws is still ours to fix, not the holder's.
+  return new LocalDiskError(errorMessage(err), key || "local", "file", needed);
+}
+
+/** Runs a file operation in the folder; any failure becomes a {@linkcode LocalDiskError}. */
+async function onDisk<T>(operation: Promise<T>, needed?: number): Promise<T> {
+  try {
+    return await operation;
+  } catch (err) {
+    throw localDiskError(err, needed);
+  }
+}
+
+/**
+ * Refuses, before a byte moves, a download that cannot fit: `size` plus
+ * {@linkcode SPACE_MARGIN_BYTES} must be free on the folder's device.
+ * Without the permission to ask (`--allow-sys=statfs`) nothing is checked.
+ */
+async function checkSpace(dir: string, size: number): Promise<void> {
+  const free = await freeBytes(dir);
+  if (free === null || fits(size, free)) return;
+  throw new LocalDiskError(
+    `not enough space on the device (needs ${formatBytes(size)}, ${formatBytes(free)} free)`,
+    "space",
+    "file",
+    size,
+    free,
+  );
+}
+
 /** What to fetch, from whom, and what it must turn out to be. */
 export interface DownloadOptions {
   /** The folder to write into (a real path). */
   dir: string;
-  /** The file name; it must pass {@linkcode isSharedName}. */
+  /** The relative path; it must pass {@linkcode refusalReason}. Missing folders are made. */
   name: string;
   /** The holder's IP address or host name. */
   hostname: string;
@@ -345,6 +647,11 @@ export interface DownloadOptions {
   onProgress?: (received: number, total: number) => void;
   /** Aborting closes the connection and removes the temp file. */
   signal?: AbortSignal;
+  /**
+   * Refuse a file bigger than the free space (less a margin) before
+   * fetching it; needs `--allow-sys=statfs`, else skipped. @default {true}
+   */
+  checkSpace?: boolean;
 }
 
 /** What a finished download was. */
@@ -367,10 +674,12 @@ export interface DownloadResult {
  * hashing them, checks length and hash, sets the mtime, and renames the temp
  * file over `name`, unless the file there changed meanwhile or is at least
  * as new. On any failure the temp file is removed and the final name is
- * left as it was.
+ * left as it was. A file known to be bigger than the free space is refused
+ * before connecting (see {@linkcode DownloadOptions.checkSpace}).
  *
  * @throws {LocalChangeError} when the file here changed or is as new: it is kept.
- * @throws {DownloadError} saying what else went wrong.
+ * @throws {LocalDiskError} when this machine cannot store it (full, read-only, no permission).
+ * @throws {DownloadError} saying what else went wrong (the holder's side or the network).
  */
 export async function downloadFile(options: DownloadOptions): Promise<DownloadResult> {
   const { dir, name } = options;
@@ -381,6 +690,8 @@ export async function downloadFile(options: DownloadOptions): Promise<DownloadRe
   if (!(options.mtime >= 0 && options.mtime <= MAX_MTIME_SECONDS)) {
     throw new DownloadError(`refused to fetch "${name}": mtime ${options.mtime} is out of range`);
   }
+  const checkingSpace = options.checkSpace ?? true;
+  if (checkingSpace && options.size !== undefined) await checkSpace(dir, options.size);
   const started = performance.now();
   const where = formatAddr({ hostname: options.hostname, port: options.port });
   let conn: Deno.TcpConn;
@@ -396,16 +707,23 @@ export async function downloadFile(options: DownloadOptions): Promise<DownloadRe
   const target = pathIn(dir, name);
   let file: Deno.FsFile | null = null;
   try {
+    await prepareFolders(dir, name);
     // The file here as the download starts, to notice an edit made while the bytes travel.
-    const before = await statOrNull(target);
+    const before = await onDisk(statOrNull(target));
     await writeAll(conn, new TextEncoder().encode(name + "\n"));
     const total = await readContentLength(reader, options, where);
-    file = await Deno.open(tempPath, { write: true, createNew: true, mode: 0o644 });
+    // A course peer's entry has no size: the header gives it, still before a byte is stored.
+    if (checkingSpace && options.size === undefined) await checkSpace(dir, total);
+    // Every file operation from here on is this machine's business, never the holder's fault.
+    file = await onDisk(
+      Deno.open(tempPath, { write: true, createNew: true, mode: 0o644 }),
+      total,
+    );
     const hash = createHash("sha256");
     let received = 0;
     const take = async (chunk: Uint8Array) => {
       hash.update(chunk);
-      await writeAll(file!, chunk);
+      await onDisk(writeAll(file!, chunk), total);
       received += chunk.length;
       options.onProgress?.(received, total);
     };
@@ -429,16 +747,16 @@ export async function downloadFile(options: DownloadOptions): Promise<DownloadRe
       );
     }
     // On disk before it gets its name, so a crash cannot leave a torn file under that name.
-    await file.syncData();
+    await onDisk(file.syncData(), total);
     file.close();
     file = null;
     const mtime = new Date(options.mtime * 1000);
-    await Deno.utime(tempPath, mtime, mtime);
+    await onDisk(Deno.utime(tempPath, mtime, mtime));
     // Looked at again just before the rename: a newer local edit must not be overwritten.
-    const changed = localChange(await statOrNull(target), before, options);
+    const changed = localChange(await onDisk(statOrNull(target)), before, options);
     if (changed !== null) throw new LocalChangeError(changed);
-    await Deno.rename(tempPath, target);
-    const info = await Deno.stat(target);
+    await onDisk(Deno.rename(tempPath, target));
+    const info = await onDisk(Deno.stat(target));
     return {
       bytes: received,
       seconds: (performance.now() - started) / 1000,
@@ -449,6 +767,10 @@ export async function downloadFile(options: DownloadOptions): Promise<DownloadRe
   } catch (err) {
     file?.close();
     await Deno.remove(tempPath).catch(() => {});
+    if (err instanceof LocalDiskError && err.scope === "folder" && err.free === undefined) {
+      // Measured once the temp file is gone: the room the user has to work with.
+      throw err.withFree(await freeBytes(dir));
+    }
     if (err instanceof DownloadError) throw err;
     if (options.signal?.aborted) throw new DownloadError("stopped");
     if (reader.timedOut) {
@@ -461,6 +783,52 @@ export async function downloadFile(options: DownloadOptions): Promise<DownloadRe
     options.signal?.removeEventListener("abort", onAbort);
     reader.stop();
     closeQuietly(conn);
+  }
+}
+
+/**
+ * Makes the folders a download of `path` goes into, inside `dir` only: each
+ * one that exists must be a real folder (a symlink is not followed: it could
+ * lead out of the shared folder), each missing one is made. A folder where
+ * the file should go is in the way too. Folders made for a download that
+ * then fails stay, empty.
+ *
+ * @throws {LocalDiskError} saying what is in the way (for this file only), or why a folder cannot be made.
+ */
+async function prepareFolders(dir: string, path: string): Promise<void> {
+  const names = path.split("/");
+  let at = dir.replace(/\/+$/, "");
+  for (let i = 0; i < names.length - 1; i++) {
+    at += `/${names[i]}`;
+    const shown = names.slice(0, i + 1).join("/");
+    let info = await onDisk(lstatOrNull(at));
+    if (info === null) {
+      // Made one at a time, checking each: mkdir's "recursive" would follow a symlink made meanwhile.
+      await Deno.mkdir(at).catch((err) => {
+        if (!(err instanceof Deno.errors.AlreadyExists)) throw localDiskError(err);
+      });
+      info = await onDisk(Deno.lstat(at));
+    }
+    if (info.isSymlink) {
+      const why = `${shown} is a symlink here, and symlinked folders are not followed`;
+      throw new LocalDiskError(why, "symlink", "file");
+    }
+    if (!info.isDirectory) {
+      throw new LocalDiskError(`${shown} is a file here, not a folder`, "ENOTDIR", "file");
+    }
+  }
+  if ((await onDisk(lstatOrNull(`${at}/${names[names.length - 1]}`)))?.isDirectory) {
+    throw new LocalDiskError(`${path} is a folder here`, "EISDIR", "file");
+  }
+}
+
+/** A path's own metadata (a symlink is not followed), or `null` when there is nothing. */
+async function lstatOrNull(path: string): Promise<Deno.FileInfo | null> {
+  try {
+    return await Deno.lstat(path);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return null;
+    throw err;
   }
 }
 

@@ -11,6 +11,10 @@
  * `--mode worker` (add `--allow-read=.,share`) or in child processes with
  * `--mode process` (add `--allow-read=.,share --allow-run`).
  *
+ * Beyond the course: files in subfolders are synced too (by relative path,
+ * with a tracker that accepts the "paths" extension), and a `.p2pignore`
+ * file in the folder says what stays local (`ignore.ts`).
+ *
  * Handout 002's assignment, the peer's two halves:
  * - peer to peer: bind and listen on the file-serving port, take each
  *   request (a file name and `\n`), answer `Content-Length: N\n` and the
@@ -46,7 +50,7 @@ import {
 } from "../lib/cli.ts";
 import { MAX_POOL_SIZE, type Mode, MODES } from "../lib/concurrency.ts";
 import { parseWorkers } from "../lib/server_cli.ts";
-import { type Log, printLog } from "../lib/log.ts";
+import { type Log, preview, printLog } from "../lib/log.ts";
 import { formatAddr } from "../lib/net.ts";
 import { errorMessage } from "../lib/cli.ts";
 import { type DownloadResult, HashCache, listSharedFiles, removeStaleTempFiles } from "./files.ts";
@@ -60,10 +64,12 @@ import {
   planVersions,
   type VersionsPlan,
   type Wanted,
+  warningKey,
 } from "./plan.ts";
 import { DownloadQueue } from "./fetch.ts";
 import { deleteIfUnchanged, goneFrom, keepConflictCopy } from "./local_actions.ts";
 import { FEATURES, type FileInfo } from "./protocol.ts";
+import { IGNORE_FILE, IgnoreFile, ignoreNote, IgnoreRules } from "./ignore.ts";
 import {
   forgetOldDeletions,
   loadState,
@@ -234,16 +240,52 @@ export async function startPeer(options: PeerOptions): Promise<Peer> {
   });
   /** Skipped directory entries already reported, so each is logged once. */
   const warned = new Set<string>();
+  /** Says a line once: skips and ignored names, of the listing and of the plan alike. */
+  const once = (key: string, line: string) => {
+    if (warned.has(key)) return;
+    warned.add(key);
+    log(line);
+  };
+  /** The share's `.p2pignore`, read again each round if it changed. */
+  const ignoreFile = new IgnoreFile(dir);
+  /**
+   * Whether the tracker's last reply on this connection accepted "paths":
+   * only then do names with `/` go out (the course's tracker would pass them
+   * to everyone). A failed exchange clears it, so an Init on a new
+   * connection never carries one.
+   */
+  let pathsAccepted = false;
 
   /** One round: list the folder, send Init or KeepAlive, plan, fetch. */
   async function round(): Promise<void> {
     downloads.forgetRecent();
     downloaded.clear();
-    const files = await listSharedFiles(dir, hashes);
+    const { rules: ignore, changed, problem } = await ignoreFile.read();
+    if (problem !== null) {
+      if (changed) log(problem);
+    } else if (changed && ignore.count > IgnoreRules.DEFAULT.count) {
+      log(`read ${IGNORE_FILE}: ${ignore.count - IgnoreRules.DEFAULT.count} rule(s)`);
+    }
+    const files = await listSharedFiles(dir, hashes, {
+      ignore,
+      onSkip: (skip) => {
+        if (skip.ignored) {
+          const note = ignoreNote(skip.ignored);
+          once(note.key, note.line);
+        } else {
+          const shown = preview(new TextEncoder().encode(skip.path));
+          once(warningKey(skip.path, skip.reason), `not sharing ${shown}: ${skip.reason}`);
+        }
+      },
+    });
     if (tracker.closed) return;
     // What changed here since the last round: edits are new versions, missing files deletions.
     const listed = new Set(files.map((f) => f.name));
-    const gone = await goneFrom(dir, [...state.files.keys()].filter((p) => !listed.has(p)));
+    // An ignored file is this peer's alone: its removal is not a deletion to tell anyone.
+    const gone = await goneFrom(
+      dir,
+      [...state.files.keys()].filter((p) => !listed.has(p) && ignore.ignored(p) === null),
+    );
     const now = Date.now();
     const scan = scanFolder(state, files, (path) => gone.has(path), now, downloaded);
     forgetOldDeletions(state, now);
@@ -252,15 +294,21 @@ export async function startPeer(options: PeerOptions): Promise<Peer> {
 
     // Step 2: Init on a new connection, else a KeepAlive; the tracker answers with the directory.
     const held = new Set([...listed, ...downloaded.keys()]);
-    const reply = await tracker.exchange(announcedFiles(held, state), {
+    const withPaths = pathsAccepted;
+    pathsAccepted = false;
+    const sendable = (name: string) => withPaths || !name.includes("/");
+    const announced = announcedFiles(held, state).filter((f) => sendable(f.name));
+    const deleted = [...state.deleted].filter(([name]) => sendable(name));
+    const reply = await tracker.exchange(announced, {
       id: state.id,
       features: FEATURES,
-      deleted: [...state.deleted].map(([name, d]) => ({
+      deleted: deleted.map(([name, d]) => ({
         name,
         sha256: d.sha256,
         time: Math.floor(d.deletedAt / 1000),
       })),
     });
+    pathsAccepted = reply.features?.includes("paths") ?? false;
     stats.rounds++;
     // Step 3: decide what to do and from whom (plan.ts: pure functions of plain data): by
     // content when the tracker speaks "versions", by the course's newest mtime otherwise.
@@ -272,6 +320,8 @@ export async function startPeer(options: PeerOptions): Promise<Peer> {
       badHolders: downloads.badHolders,
       warned,
       now,
+      paths: pathsAccepted,
+      ignore,
     };
     let plan: Plan;
     let versionsPlan: VersionsPlan | null = null;

@@ -10,8 +10,11 @@
  * The rules today:
  * - a file is fetched when this peer lacks it or holds an older mtime
  *   (whole seconds: the newest mtime wins);
- * - an entry whose name is not a plain shared name, or whose mtime is past
+ * - an entry whose name is not a safe shared path (one with `/` only when
+ *   the tracker accepted "paths"), or whose mtime is past
  *   {@linkcode MAX_MTIME_SECONDS}, is skipped, and reported once;
+ * - an entry the ignore rules (`ignore.ts`) leave out is never fetched or
+ *   deleted, and reported once (once per ignored folder);
  * - the holders of the newest version are tried in the directory's order,
  *   this peer itself left out, holders that failed lately last.
  *
@@ -36,6 +39,7 @@
 import { preview } from "../lib/log.ts";
 import { formatAddr } from "../lib/net.ts";
 import { refusalReason } from "./files.ts";
+import { type Ignored, ignoreNote, IgnoreRules } from "./ignore.ts";
 import {
   type DeletedEntry,
   type Directory,
@@ -91,6 +95,14 @@ export interface PlanInput {
   warned: ReadonlySet<string>;
   /** The time now, in the same milliseconds as `badHolders` (`Date.now()`). */
   now: number;
+  /**
+   * The tracker accepted the "paths" extension: names with `/` are relative
+   * paths to sync. Otherwise they are skipped (the course's tracker passes
+   * any name on). @default {false}
+   */
+  paths?: boolean;
+  /** This peer's ignore rules (`.p2pignore`). @default {IgnoreRules.DEFAULT} */
+  ignore?: IgnoreRules;
 }
 
 /** One directory entry the plan will not act on. */
@@ -155,18 +167,9 @@ export function planDownloads(input: PlanInput): Plan {
   const skipped: Skipped[] = [];
   const log: string[] = [];
   const warned: string[] = [];
+  const skip = skipper({ skipped, log, warned }, input.warned);
   for (const [name, entry] of Object.entries(input.directory)) {
-    const reason = skipReason(name, entry);
-    if (reason !== null) {
-      skipped.push({ name, reason });
-      // Reported once per name and reason, not every round (names are unique in a directory).
-      const key = warningKey(name, reason);
-      if (!input.warned.has(key)) {
-        warned.push(key);
-        log.push(`skipping ${preview(new TextEncoder().encode(name))}: ${reason}`);
-      }
-      continue;
-    }
+    if (skip(name, entry, input)) continue;
     // mtimes are whole seconds on the wire; a peer sending fractions must not cause refetches.
     const theirs = Math.floor(entry.mtime);
     const ours = input.local.get(name);
@@ -192,11 +195,70 @@ export function planDownloads(input: PlanInput): Plan {
  * skipReason("a.txt", { ip: "10.0.0.2", port: 8001, mtime: 1e15 }); // "mtime 1000000000000000 is past ..."
  * ```
  */
-export function skipReason(name: string, entry: DirectoryEntry): string | null {
-  return refusalReason(name) ??
+export function skipReason(
+  name: string,
+  entry: DirectoryEntry,
+  options: { paths?: boolean } = {},
+): string | null {
+  return refusalReason(name, { paths: options.paths ?? false }) ??
     (entry.mtime > MAX_MTIME_SECONDS
       ? `mtime ${entry.mtime} is past ${MAX_MTIME_SECONDS} (the year 2106)`
       : null);
+}
+
+/**
+ * The ignore rule that leaves `name` to this peer alone, or `null`. The
+ * plan never fetches, renames or deletes an ignored path.
+ *
+ * @example
+ * ```ts
+ * import { ignoredBy } from "./plan.ts";
+ * ignoredBy("tools/build.py", {})?.reason; // 'default rule "*.py"'
+ * ```
+ */
+export function ignoredBy(name: string, input: Pick<NameInput, "ignore">): Ignored | null {
+  return (input.ignore ?? IgnoreRules.DEFAULT).ignored(name);
+}
+
+/** What the plans need to know about names: whether paths are synced, and the ignore rules. */
+type NameInput = Pick<PlanInput, "paths" | "ignore">;
+
+/**
+ * The plans' one way of leaving an entry alone: `skip(name, entry, input)`
+ * says whether to, records it in `skipped`, and reports it once: a skip
+ * once per name and reason, an ignored path once per ignore rule and
+ * ignored folder (`ignoring build/ (rule "build/" in .p2pignore)`).
+ */
+function skipper(
+  plan: Pick<Plan, "skipped" | "log" | "warned">,
+  warned: ReadonlySet<string>,
+): (name: string, entry: DirectoryEntry | null, input: NameInput, reason?: string) => boolean {
+  const said = new Set<string>();
+  const say = (key: string, line: string) => {
+    if (warned.has(key) || said.has(key)) return;
+    said.add(key);
+    plan.warned.push(key);
+    plan.log.push(line);
+  };
+  return (name, entry, input, reason) => {
+    reason ??= entry === null
+      ? refusalReason(name, { paths: input.paths ?? false }) ?? undefined
+      : skipReason(name, entry, input) ?? undefined;
+    if (reason !== undefined) {
+      plan.skipped.push({ name, reason });
+      say(
+        warningKey(name, reason),
+        `skipping ${preview(new TextEncoder().encode(name))}: ${reason}`,
+      );
+      return true;
+    }
+    const ignored = ignoredBy(name, input);
+    if (ignored === null) return false;
+    plan.skipped.push({ name, reason: `ignored here (${ignored.reason})` });
+    const note = ignoreNote(ignored);
+    say(note.key, note.line);
+    return true;
+  };
 }
 
 /** The key under which a skip is remembered as reported: name and reason. */
@@ -328,14 +390,7 @@ export function planVersions(input: VersionsPlanInput): VersionsPlan {
     copies: [],
     deletes: [],
   };
-  const skip = (name: string, reason: string) => {
-    plan.skipped.push({ name, reason });
-    const key = warningKey(name, reason);
-    if (!input.warned.has(key)) {
-      plan.warned.push(key);
-      plan.log.push(`skipping ${preview(new TextEncoder().encode(name))}: ${reason}`);
-    }
-  };
+  const skip = skipper(plan, input.warned);
   const fetch = (name: string, entry: DirectoryEntry, localMtime: number | null, why: string) => {
     if (input.inFlight.has(name)) return;
     const sources = holdersInOrder(entry, input.self, input.badHolders, input.now);
@@ -347,11 +402,7 @@ export function planVersions(input: VersionsPlanInput): VersionsPlan {
   };
 
   for (const [name, entry] of Object.entries(input.directory)) {
-    const reason = skipReason(name, entry);
-    if (reason !== null) {
-      skip(name, reason);
-      continue;
-    }
+    if (skip(name, entry, input)) continue;
     const local = input.local.get(name) ?? null;
     if (entry.sha256 === undefined) {
       // A course peer's copy, newer by its mtime than any version ours know.
@@ -388,9 +439,9 @@ export function planVersions(input: VersionsPlanInput): VersionsPlan {
         local === null ? "missing here" : "a newer version there",
       );
     } else if (action.kind === "copy-then-fetch") {
-      const reason = refusalReason(action.copyName);
+      const reason = refusalReason(action.copyName, { paths: input.paths ?? false });
       if (reason !== null) {
-        skip(action.copyName, `conflict copy of ${name}: ${reason}`);
+        skip(action.copyName, null, input, `conflict copy of ${name}: ${reason}`);
         continue;
       }
       plan.copies.push({ from: name, to: action.copyName, sha256: local!.sha256 });
@@ -399,7 +450,9 @@ export function planVersions(input: VersionsPlanInput): VersionsPlan {
     }
   }
   for (const [name, tombstone] of Object.entries(input.deleted)) {
-    if (refusalReason(name) !== null) continue;
+    // An ignored file is this peer's alone: never deleted by sync.
+    if (refusalReason(name, { paths: input.paths ?? false }) !== null) continue;
+    if (ignoredBy(name, input) !== null) continue;
     const local = input.local.get(name);
     if (!local) continue;
     const action = planPath(local.sha256, { kind: "deleted", tombstone });

@@ -45,9 +45,15 @@ export const MAX_MTIME_SECONDS = 2 ** 32 - 1; // seconds since 1970
 /** Longest file name, as most Linux file systems allow. */
 export const MAX_FILE_NAME_BYTES = 255; // bytes of UTF-8
 
+/** Extension "paths": longest relative path, as Linux's PATH_MAX allows. */
+export const MAX_PATH_BYTES = 4096; // bytes of UTF-8
+
+/** Extension "paths": most names in one relative path (`a/b/c.txt` has 3). */
+export const MAX_PATH_DEPTH = 64; // names
+
 /** One shared file as a peer announces it. */
 export interface FileInfo {
-  /** A plain file name, no folders. */
+  /** A plain file name; with extension "paths", a relative path (`docs/a.txt`). */
   name: string;
   /** Modification time in seconds since the epoch (whole seconds on the wire), at most {@linkcode MAX_MTIME_SECONDS}. */
   mtime: number;
@@ -87,11 +93,11 @@ export interface PeerMessage {
  * `features` (Init); the tracker answers with those it accepted in the
  * directory's {@linkcode META_KEY} entry and uses them only with that peer.
  */
-export const FEATURES = ["versions"] as const;
+export const FEATURES = ["versions", "paths"] as const;
 
 /**
  * The directory key that carries the tracker's own word to a peer that asked
- * for features: never a file name (a name never contains `/`), and never sent
+ * for features: never a file name (no path starts with `/`), and never sent
  * to a peer that did not ask.
  */
 export const META_KEY = "/";
@@ -527,4 +533,84 @@ export function isSafeFileName(name: string): boolean {
   if (/[/\\\u0000-\u001f\u007f-\u009f]/.test(name)) return false;
   if (!name.isWellFormed()) return false;
   return new TextEncoder().encode(name).length <= MAX_FILE_NAME_BYTES;
+}
+
+/**
+ * Why `path` may not be used as a relative path inside a shared folder
+ * (extension "paths"), or `null` when it may: names separated by `/`, each
+ * one a safe file name as {@linkcode isSafeFileName} says (no empty name, no
+ * `.` or `..`, no backslash, no control characters), no leading `/`, at most
+ * {@linkcode MAX_PATH_DEPTH} names and {@linkcode MAX_PATH_BYTES} bytes. This
+ * is the one place these rules live: the tracker, the plan, the file server
+ * and the downloads all ask it.
+ *
+ * @example
+ * ```ts
+ * import { pathProblem } from "./protocol.ts";
+ * pathProblem("docs/2024/notes.txt"); // null
+ * pathProblem("docs/../../etc/passwd"); // '".." is not allowed in a path'
+ * ```
+ */
+export function pathProblem(path: string): string | null {
+  if (typeof path !== "string" || path === "") return "empty name";
+  if (path.startsWith("/")) return "absolute paths are not allowed";
+  if (!path.isWellFormed()) return "broken Unicode in the name";
+  if (new TextEncoder().encode(path).length > MAX_PATH_BYTES) {
+    return `path longer than ${MAX_PATH_BYTES} bytes`;
+  }
+  const names = path.split("/");
+  if (names.length > MAX_PATH_DEPTH) return `path deeper than ${MAX_PATH_DEPTH} names`;
+  for (const name of names) {
+    if (name === "") return path.endsWith("/") ? "a folder, not a file" : "empty name in the path";
+    if (name === "." || name === "..") return `"${name}" is not allowed in a path`;
+    if (name.includes("\\")) return "backslashes are not allowed";
+    if (!isSafeFileName(name)) {
+      return new TextEncoder().encode(name).length > MAX_FILE_NAME_BYTES
+        ? `name longer than ${MAX_FILE_NAME_BYTES} bytes`
+        : "control characters in the name";
+    }
+  }
+  return null;
+}
+
+/**
+ * Whether `path` is a safe relative path (see {@linkcode pathProblem}).
+ *
+ * @example
+ * ```ts
+ * import { isSafePath } from "./protocol.ts";
+ * isSafePath("a/b.txt"); // true
+ * isSafePath("/etc/passwd"); // false
+ * ```
+ */
+export function isSafePath(path: string): boolean {
+  return pathProblem(path) === null;
+}
+
+/** Names Windows keeps for devices, whatever the extension: `CON`, `nul.txt`, `COM1.log`. */
+const WINDOWS_DEVICE = /^(con|prn|aux|nul|com[1-9]|lpt[1-9])(\.[^.]*)*$/i;
+/** Characters Windows does not allow in a file name. */
+const WINDOWS_FORBIDDEN = /[<>:"|?*]/;
+
+/**
+ * Why Windows could not store `path`, or `null` when it could: a device name
+ * (`CON`, `PRN`, `AUX`, `NUL`, `COM1`-`COM9`, `LPT1`-`LPT9`, with any
+ * extension), a name ending in a dot or a space, or one of `<>:"|?*`.
+ * Linux and macOS store all of these, so peers there sync them; a peer on
+ * Windows skips them (see `refusalReason` in `files.ts`).
+ *
+ * @example
+ * ```ts
+ * import { windowsNameProblem } from "./protocol.ts";
+ * windowsNameProblem("logs/aux.txt"); // '"aux.txt" is a device name on Windows'
+ * windowsNameProblem("notes.txt"); // null
+ * ```
+ */
+export function windowsNameProblem(path: string): string | null {
+  for (const name of path.split("/")) {
+    if (WINDOWS_DEVICE.test(name)) return `"${name}" is a device name on Windows`;
+    if (/[. ]$/.test(name)) return `"${name}" ends in a dot or a space, which Windows drops`;
+    if (WINDOWS_FORBIDDEN.test(name)) return `"${name}" has a character Windows does not allow`;
+  }
+  return null;
 }

@@ -2,7 +2,10 @@
  * The peer's step 1 (handout 002, peer to peer): bind the file-serving port
  * and answer each request, a file name and `\n`, with `Content-Length: N\n`
  * and the bytes. Unlike the course's peer it streams (constant memory) and
- * refuses any name that is not a plain shared file directly in the folder.
+ * refuses any name that is not a plain shared file inside the folder: a
+ * relative path (extension "paths") is served with the same checks as the
+ * listing makes (no `..`, nothing hidden, no symlinked folder on the way, no
+ * symlink leading out, nothing the ignore rules of `.p2pignore` leave out).
  *
  * {@linkcode fileRequestHandler} is the per-connection handler; it runs
  * inline, in a Web Worker or in a child process (`lib/concurrency.ts`
@@ -35,6 +38,7 @@ import {
   RefusedError,
   TRANSFER_BUFFER_BYTES,
 } from "./files.ts";
+import { IgnoreFile } from "./ignore.ts";
 
 /** Seconds a client may take to send its file request. */
 const REQUEST_TIMEOUT_SECONDS = 10;
@@ -44,6 +48,9 @@ const SEND_TIMEOUT_SECONDS = 30;
 const LINGER_SECONDS = 30;
 /** Bytes a client may send after its request before we stop waiting for it to close. */
 const LINGER_MAX_BYTES = 64 * 1024;
+
+/** Each shared folder's `.p2pignore`, read again only when it changes (one per Worker or child). */
+const ignoreFiles = new Map<string, IgnoreFile>();
 
 /** What the file-request handler needs; the same in every mode. */
 export interface FileHandlerOptions {
@@ -58,8 +65,8 @@ export interface FileHandlerOptions {
 }
 
 /**
- * Serves one file request: reads the name (one line, at most 256 bytes),
- * and if it is a plain shared file directly in the folder, answers
+ * Serves one file request: reads the name (one line, a relative path of at
+ * most 4096 bytes), and if it is a plain shared file in the folder, answers
  * `Content-Length: N\n` and streams exactly N bytes, one buffer at a time.
  * Anything else closes the connection with a log line and no reply.
  *
@@ -109,7 +116,10 @@ export async function fileRequestHandler(
   const shown = preview(new TextEncoder().encode(name));
   let opened;
   try {
-    opened = await openSharedFile(options.dir, name);
+    // The rules as they are now: a file the user has just ignored is no longer served.
+    let ignore = ignoreFiles.get(options.dir);
+    if (!ignore) ignoreFiles.set(options.dir, ignore = new IgnoreFile(options.dir));
+    opened = await openSharedFile(options.dir, name, (await ignore.read()).rules);
   } catch (err) {
     if (!(err instanceof RefusedError)) throw err;
     log(`refused ${who}'s request for ${shown}: ${err.message}`);

@@ -39,6 +39,7 @@ import {
   type EncodedDirectory,
   type Link,
   type Now,
+  ownAddressFor,
   peerIp,
   sample,
   TrackerState,
@@ -190,8 +191,11 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
         }
         for (const text of said) log(text);
         // Every message is answered with the whole directory, as in the course.
-        // Each peer gets the directory for the extensions its connection asked for.
-        const reply = state.encodedDirectory(pc.features);
+        // Each peer gets the directory for the extensions its connection asked for,
+        // and a peer on another host sees peers on our loopback at our address.
+        const own = ownAddressFor(pc);
+        for (const text of state.handOutNotices(own)) log(text);
+        const reply = state.encodedDirectory(pc.features, own);
         replyBytes = reply.bytes;
         await sendReply(pc, reply);
         state.counters.responses++;
@@ -263,6 +267,8 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
       conn,
       who: formatAddr(remote),
       ip: peerIp(remote),
+      // Where it reached us: what it is told for peers on our loopback.
+      localIp: peerIp(conn.localAddr as Deno.NetAddr),
       lastFiles: null,
     };
     open.add(pc);

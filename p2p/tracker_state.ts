@@ -21,7 +21,13 @@
  *   hashed files taken as versions and its deletions applied, one
  *   {@linkcode PathRecord} per path, decided by `versions.ts`; it gets the
  *   directory of versions (a `"/"` entry, tombstones, conflict copies),
- *   everyone else the course's directory made from the same records.
+ *   everyone else the course's directory made from the same records;
+ * - extension "paths": a name with `/` is taken only from a connection that
+ *   asked for "paths" (else it is an unsafe name, ignored and counted) and
+ *   shown only in the directory of such a connection;
+ * - a holder on this host's loopback (`127.0.0.1`, `::1`) is shown to a
+ *   peer on another host at the tracker's own address as that peer reached
+ *   it ({@linkcode ownAddressFor}): `127.0.0.1` would send it to itself.
  *
  * @example
  * ```ts
@@ -46,6 +52,7 @@ import {
   type FileInfo,
   type Holder,
   isSafeFileName,
+  isSafePath,
   META_KEY,
   type PeerMessage,
 } from "./protocol.ts";
@@ -74,6 +81,13 @@ export const MAX_LISTED_HOLDERS = 16;
  * Records of files peers hold are always kept.
  */
 export const MAX_RECORDS = 100_000; // paths
+
+/**
+ * Own addresses whose directory (loopback holders shown at that address) is
+ * kept encoded at once. A host has a handful; past this many (an IPv6 host
+ * answering on a whole prefix) the oldest is dropped and re-encoded if asked.
+ */
+const MAX_OWN_ADDRESS_VIEWS = 8; // addresses
 
 /** One live peer as `/stats` shows it. */
 export interface PeerStats {
@@ -201,6 +215,11 @@ export interface PeerRecord {
   id?: string;
   /** Whether its connection asked for "versions": its hashed files then count as versions. */
   versions: boolean;
+  /**
+   * A peer on loopback: the own addresses it has been shown at to peers on
+   * other hosts, so that each is logged once ({@linkcode TrackerState.handOutNotices}).
+   */
+  shownAs?: Set<string>;
 }
 
 /** One peer holding one version of a file. */
@@ -219,6 +238,12 @@ export interface Holding {
 export interface Link {
   /** The IP peers are told about (see {@linkcode peerIp}). */
   ip: string;
+  /**
+   * The tracker's own address this connection came in on (its local end,
+   * unwrapped by {@linkcode peerIp}): what this peer can reach the tracker's
+   * host at. Unset: loopback holders are shown as they are.
+   */
+  localIp?: string;
   /**
    * Only the last list, whatever port it was for: a connection is one peer,
    * and one that announced lists for many ports must not make us keep them all.
@@ -252,6 +277,31 @@ export interface Link {
 export function peerIp(addr: Deno.NetAddr): string {
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(addr.hostname);
   return mapped ? mapped[1] : addr.hostname;
+}
+
+/** Whether an IP is this host's loopback: `127.0.0.0/8`, `::1`, or `::ffff:127.x.y.z`. */
+export function isLoopbackIp(ip: string): boolean {
+  return /^(::ffff:)?127\.\d+\.\d+\.\d+$/i.test(ip) || ip === "::1";
+}
+
+/**
+ * The address to show `link` in place of a holder's loopback address: the
+ * tracker's own address as this peer reached it, where a peer on the
+ * tracker's host serving on every address (our peer's default `::`) is
+ * reached too. `undefined` for a peer that is itself on loopback (the
+ * loopback address works for it) or whose local end is unknown.
+ *
+ * @example
+ * ```ts
+ * import { ownAddressFor } from "./tracker_state.ts";
+ * ownAddressFor({ ip: "10.0.0.3", localIp: "10.0.0.1", lastFiles: null }); // "10.0.0.1"
+ * ownAddressFor({ ip: "127.0.0.1", localIp: "127.0.0.1", lastFiles: null }); // undefined
+ * ```
+ */
+export function ownAddressFor(link: Link): string | undefined {
+  const own = link.localIp;
+  if (own === undefined || isLoopbackIp(link.ip) || isLoopbackIp(own)) return undefined;
+  return own;
 }
 
 /** Whether two holders' copies may be the same bytes: no size or hash they both gave differs. */
@@ -297,6 +347,8 @@ interface View {
   features: readonly string[] | undefined;
   /** Whether entries are versions (extension "versions") rather than newest-mtime. */
   versions: boolean;
+  /** The own address loopback holders are shown at (for peers on other hosts); unset: as they are. */
+  ownAddress: string | undefined;
   /** Each name's encoded `"name": {...}` text ("" when this view leaves it out), until it changes. */
   fragments: Map<string, string>;
   /** The response as it goes on the wire, until something in it changes. */
@@ -382,8 +434,16 @@ export class TrackerState {
   /** The directory's names in order, cut into blocks that are encoded separately. */
   #blocks: Block[] = [];
   #blockOf = new Map<string, Block>();
-  /** The views asked for so far, by `""` (the course's) or `"/"` + the features: at most one per subset of FEATURES. */
+  /**
+   * The views asked for so far, by `""` (the course's) or `"/"` + the
+   * features, then `"@"` + the own address for loopback holders if any: at
+   * most one per subset of FEATURES, times MAX_OWN_ADDRESS_VIEWS + 1.
+   */
   #views = new Map<string, View>();
+  /** Live peers on loopback: while there are none, every peer gets the views without `"@"`. */
+  #loopbackPeers = new Set<PeerRecord>();
+  /** Own addresses that have views, oldest first: at most MAX_OWN_ADDRESS_VIEWS. */
+  #ownAddresses = new Set<string>();
 
   /** An empty state: no peers, an empty directory. */
   constructor(options: TrackerStateOptions) {
@@ -441,6 +501,7 @@ export class TrackerState {
       };
       this.peers.set(key, peer);
       this.counters.peersJoined++;
+      if (isLoopbackIp(peer.ip)) this.#loopbackPeers.add(peer);
     }
     peer.lastSeen = now.wall;
     peer.lastHeard = now.mono;
@@ -480,7 +541,7 @@ export class TrackerState {
     if (files) {
       const wanted = new Map<string, FileInfo>();
       for (const f of files) {
-        if (!isSafeFileName(f.name)) {
+        if (!acceptsName(link, f.name)) {
           ignored.push(f.name);
           continue;
         }
@@ -538,7 +599,7 @@ export class TrackerState {
     const said: string[] = [];
     const author = peer.id ?? "";
     for (const d of deleted) {
-      if (!isSafeFileName(d.name)) continue;
+      if (!acceptsName(peer.via, d.name)) continue;
       // A clock ahead must not make a deletion outlive the tombstone time.
       const deletedAt = Math.min(d.time * 1000, now.wall);
       // Older than the tombstone time: it would be forgotten at the next sweep anyway.
@@ -723,9 +784,11 @@ export class TrackerState {
    * newer than either, that copy by the course's rule and without a hash.
    * A recorded name, to anyone else: the current version's holders or the
    * course peer's newer copy, never a tombstone, a conflict copy or a name
-   * with `/`.
+   * with `/`. A name with `/` (extension "paths") only to a peer that
+   * accepted "paths", in no other view at all.
    */
   viewEntry(name: string, features: readonly string[] | undefined): ViewEntry | null {
+    if (name.includes("/") && !features?.includes("paths")) return null;
     const versions = features?.includes("versions") ?? false;
     const holdings = this.holdings.get(name) ?? [];
     const record = this.records.get(name);
@@ -787,15 +850,19 @@ export class TrackerState {
   /**
    * The directory a peer with the accepted `features` gets, as plain data:
    * the {@linkcode META_KEY} entry first when it asked for any, then the
-   * names in order of first appearance.
+   * names in order of first appearance. With `ownAddress` (see
+   * {@linkcode ownAddressFor}), holders on loopback are shown at that address.
    */
-  directoryFor(features: readonly string[] | undefined): Record<string, ViewEntry> {
+  directoryFor(
+    features: readonly string[] | undefined,
+    ownAddress?: string,
+  ): Record<string, ViewEntry> {
     const out: [string, ViewEntry][] = [];
     if (features !== undefined) out.push([META_KEY, { features }]);
     for (const block of this.#blocks) {
       for (const name of block.names) {
         const entry = this.viewEntry(name, features);
-        if (entry) out.push([name, entry]);
+        if (entry) out.push([name, shownAt(entry, ownAddress)]);
       }
     }
     return Object.fromEntries(out);
@@ -834,10 +901,12 @@ export class TrackerState {
    * `features` (unset: the course's directory), in pieces: a change to one
    * name re-encodes only its block in each view, so a peer's Init costs a
    * few kilobytes of encoding, not the whole directory, and every response
-   * in flight shares the same buffers.
+   * in flight shares the same buffers. With `ownAddress` (see
+   * {@linkcode ownAddressFor}), holders on loopback are shown at that
+   * address, in a view of its own, while any peer is on loopback.
    */
-  encodedDirectory(features?: readonly string[]): EncodedDirectory {
-    const view = this.#view(features);
+  encodedDirectory(features?: readonly string[], ownAddress?: string): EncodedDirectory {
+    const view = this.#view(features, ownAddress);
     if (view.reply) {
       // Unchanged since the last answer: from now on send it in one piece.
       if (view.reply.parts.length > 1) view.reply.parts = [concatBytes(view.reply.parts)];
@@ -877,13 +946,18 @@ export class TrackerState {
   }
 
   /** The view for the accepted `features`, made the first time a peer needs it. */
-  #view(features: readonly string[] | undefined): View {
-    const key = features === undefined ? "" : `/${features.join(",")}`;
+  #view(features: readonly string[] | undefined, ownAddress?: string): View {
+    // With no peer on loopback there is nothing to show differently: share the usual view.
+    const own = this.#loopbackPeers.size > 0 ? ownAddress : undefined;
+    const key = (features === undefined ? "" : `/${features.join(",")}`) +
+      (own === undefined ? "" : `@${own}`);
     let view = this.#views.get(key);
     if (!view) {
+      if (own !== undefined) this.#keepOwnAddress(own);
       view = {
         features,
         versions: features?.includes("versions") ?? false,
+        ownAddress: own,
         fragments: new Map(),
         reply: null,
       };
@@ -892,11 +966,50 @@ export class TrackerState {
     return view;
   }
 
+  /** Makes room for one more own address's views: the oldest one's go when there are too many. */
+  #keepOwnAddress(own: string): void {
+    if (this.#ownAddresses.has(own)) return;
+    if (this.#ownAddresses.size >= MAX_OWN_ADDRESS_VIEWS) {
+      const oldest = this.#ownAddresses.values().next().value!;
+      this.#ownAddresses.delete(oldest);
+      for (const [key, view] of this.#views) {
+        if (view.ownAddress !== oldest) continue;
+        this.#views.delete(key);
+        for (const block of this.#blocks) block.bytes.delete(view);
+      }
+    }
+    this.#ownAddresses.add(own);
+  }
+
+  /**
+   * Lines to log the first time each peer on loopback that holds files is
+   * shown at `ownAddress` to a peer on another host: that peer reaches it
+   * only if it listens there too, which one started with `--host 127.0.0.1`
+   * does not, and the person running it should know where to look.
+   */
+  handOutNotices(ownAddress: string | undefined): string[] {
+    if (ownAddress === undefined) return [];
+    const said: string[] = [];
+    for (const peer of this.#loopbackPeers) {
+      if (peer.files.size === 0) continue;
+      peer.shownAs ??= new Set();
+      if (peer.shownAs.has(ownAddress) || peer.shownAs.size >= MAX_OWN_ADDRESS_VIEWS) continue;
+      peer.shownAs.add(ownAddress);
+      const real = hostPort(peer);
+      const shown = hostPort({ ip: ownAddress, port: peer.port });
+      said.push(
+        `peer ${real} is on this host's loopback: peers on other hosts are told ${shown}, ` +
+          `where they reached the tracker (it must serve files there too, not only on 127.0.0.1)`,
+      );
+    }
+    return said;
+  }
+
   #fragment(view: View, name: string): string {
     let fragment = view.fragments.get(name);
     if (fragment === undefined) {
       const entry = this.viewEntry(name, view.features);
-      fragment = entry ? `${encodeJson(name)}: ${encodeJson(entry)}` : "";
+      fragment = entry ? `${encodeJson(name)}: ${encodeJson(shownAt(entry, view.ownAddress))}` : "";
       view.fragments.set(name, fragment);
     }
     return fragment;
@@ -978,6 +1091,7 @@ export class TrackerState {
     for (const name of names) this.#removeHolding(name, peer);
     peer.files = new Map();
     this.peers.delete(peer.key);
+    this.#loopbackPeers.delete(peer);
     return names;
   }
 }
@@ -985,6 +1099,21 @@ export class TrackerState {
 /** Tenths of a second are enough for a status page. */
 function round(x: number): number {
   return Math.round(x * 10) / 10;
+}
+
+/**
+ * `entry` with each holder on loopback shown at `ownAddress` instead (see
+ * {@linkcode ownAddressFor}); `entry` itself when there is nothing to change.
+ * Keys keep their order, so the line is the one `json.dumps` would write.
+ */
+function shownAt(entry: ViewEntry, ownAddress: string | undefined): ViewEntry {
+  if (ownAddress === undefined || !("ip" in entry)) return entry;
+  const holders = entry.holders;
+  if (!isLoopbackIp(entry.ip) && !holders?.some((h) => isLoopbackIp(h.ip))) return entry;
+  const at = (ip: string) => isLoopbackIp(ip) ? ownAddress : ip;
+  const shown: DirectoryEntry = { ...entry, ip: at(entry.ip) };
+  if (holders) shown.holders = holders.map((h) => ({ ...h, ip: at(h.ip) }));
+  return shown;
 }
 
 /** A holder as an entry lists it. */
@@ -1031,6 +1160,15 @@ function asVersion(info: FileInfo, author: string): Version | null {
     by: info.by ?? author,
     history: info.history ?? [],
   };
+}
+
+/**
+ * Whether a name from `link` is taken: a plain file name, or (extension
+ * "paths", when the connection asked for it) a safe relative path. Anything
+ * else is ignored and counted as an unsafe name.
+ */
+function acceptsName(link: Link, name: string): boolean {
+  return link.features?.includes("paths") ? isSafePath(name) : isSafeFileName(name);
 }
 
 /** Whether a holding is a version ("versions" peer, hash and size given), not a course peer's copy. */

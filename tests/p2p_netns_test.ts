@@ -2,9 +2,12 @@
  * Across hosts: the tracker and two peers each in their own Linux network
  * namespace, joined by a bridge as if by a switch, each with its own address
  * (`10.213.77.1` to `.3`). They sync, and the tracker records each peer by
- * the address it really comes from. Needs root and `ip` (iproute2); anywhere
- * else the test is skipped and its name says why. The namespaces are removed
- * whatever happens.
+ * the address it really comes from. A second case runs a peer on the
+ * tracker's own host, started as the README shows (tracker at `127.0.0.1`),
+ * and checks that a peer on another host still gets its files and gives it
+ * its own. Needs root and `ip` (iproute2); anywhere else the tests are
+ * skipped and their names say why. The namespaces are removed whatever
+ * happens.
  */
 
 import assert from "node:assert/strict";
@@ -43,12 +46,15 @@ function whyNot(): string | null {
   return null;
 }
 
-/** Builds the namespaces: a bridge in `-br`, and a veth from it to each host. */
-function buildNetwork(): void {
+type Host = keyof typeof HOSTS;
+
+/** Builds the namespaces: a bridge in `-br`, and a veth from it to each of `hosts`. */
+function buildNetwork(hosts: Host[] = ["t", "a", "b"]): void {
   ip("netns", "add", `${TAG}-br`);
   ip("-n", `${TAG}-br`, "link", "add", "br0", "type", "bridge");
   ip("-n", `${TAG}-br`, "link", "set", "br0", "up");
-  for (const [host, last] of Object.entries(HOSTS)) {
+  for (const host of hosts) {
+    const last = HOSTS[host];
     const ns = `${TAG}-${host}`;
     ip("netns", "add", ns);
     ip("link", "add", `${ns}0`, "type", "veth", "peer", "name", `${ns}1`);
@@ -74,7 +80,7 @@ function removeNetwork(): void {
 }
 
 /** Runs a project script with `deno run` inside namespace `host`. */
-function startIn(host: keyof typeof HOSTS, permissions: string[], script: string, args: string[]) {
+function startIn(host: Host, permissions: string[], script: string, args: string[]) {
   return startCommand(
     "ip",
     [
@@ -176,6 +182,73 @@ Deno.test({
         peers.map((p) => `${p.ip}:${p.port}`).sort(),
         [`${SUBNET}.${HOSTS.a}:8000`, `${SUBNET}.${HOSTS.b}:8000`],
       );
+    } finally {
+      for (const script of scripts.reverse()) await script.stop();
+      removeNetwork();
+    }
+  },
+});
+
+Deno.test({
+  name: reason === null
+    ? "across network namespaces, a peer on the tracker's host started as the README shows syncs both ways with a peer on another host"
+    : `across network namespaces, a peer beside the tracker: SKIPPED because ${reason}`,
+  ignore: reason !== null,
+  async fn() {
+    await using a = await tempFolder();
+    await using b = await tempFolder();
+    const fromA = randomBytes(2 * MIB, 52);
+    const fromB = randomBytes(300_000, 53);
+    await putFile(a.path, "from_a.bin", fromA, T0);
+    await putFile(b.path, "from_b.bin", fromB, T0 + 1);
+    const scripts: Script[] = [];
+    try {
+      // Two hosts: the tracker and peer A share `t`; peer B is on `b`.
+      buildNetwork(["t", "b"]);
+      const tracker = await startIn("t", ["--allow-net"], "p2p/tracker.ts", [
+        "0.0.0.0",
+        String(TRACKER_PORT),
+        "--http-port",
+        String(TRACKER_HTTP_PORT),
+      ]);
+      scripts.push(tracker);
+      // B first, so that A's Init is answered with B's file at once: A keeps
+      // the README's 5 s interval, and the test need not wait for its KeepAlive.
+      const peerB = await startPeerIn("b", b.path);
+      scripts.push(peerB);
+      await tracker.waitFor(new RegExp(`peer ${SUBNET}\\.${HOSTS.b}:8000 joined`));
+      // A exactly as the README's line: tracker at 127.0.0.1, no --host, no --port.
+      const peerA = await startIn(
+        "t",
+        ["--allow-net", `--allow-read=${a.path}`, `--allow-write=${a.path}`],
+        "p2p/peer.ts",
+        ["127.0.0.1", String(TRACKER_PORT), "--dir", a.path],
+      );
+      scripts.push(peerA);
+      const state = await waitForSameFolders([a.path, b.path], 20_000, scripts);
+      assert.equal(
+        canonical(state),
+        canonical({
+          "from_a.bin": { size: fromA.length, mtime: T0, sha256: sha256(fromA) },
+          "from_b.bin": { size: fromB.length, mtime: T0 + 1, sha256: sha256(fromB) },
+        }),
+      );
+      // The tracker knows A by its loopback address, as before...
+      await tracker.waitFor(new RegExp(`peer 127\\.0\\.0\\.1:${peerA.port} joined`));
+      // ...but handed B the address B reached it on, and A got B's real one.
+      const reached = `${SUBNET}.${HOSTS.t}:${peerA.port}`;
+      assert.ok(
+        peerB.lines.some((l) => l.startsWith(`downloaded from_a.bin from ${reached}`)),
+        peerB.lines.join("\n"),
+      );
+      assert.ok(
+        peerA.lines.some((l) =>
+          l.startsWith(`downloaded from_b.bin from ${SUBNET}.${HOSTS.b}:8000`)
+        ),
+        peerA.lines.join("\n"),
+      );
+      // Said once on the tracker's console, with what A must do to be reached.
+      await tracker.waitFor(new RegExp(`127\\.0\\.0\\.1:${peerA.port} .*${reached}`));
     } finally {
       for (const script of scripts.reverse()) await script.stop();
       removeNetwork();

@@ -228,10 +228,12 @@ for (const mode of MODES) {
       await assertServed(port, encoder.encode("ok.bin\n"), reply(ok));
       // A symlink to a shared file in the same folder is that file.
       await assertServed(port, encoder.encode("alias.bin\r\n"), reply(ok));
+      // A file in a subfolder, by its relative path (extension "paths").
+      await assertServed(port, encoder.encode("sub/inner.txt\n"), reply(encoder.encode("inner\n")));
       const refused = [
         "../" + outside.path.split("/").pop() + "/secret.txt",
         `${outside.path}/secret.txt`,
-        "sub/inner.txt",
+        "sub/../ok.bin",
         "sub\\inner.txt",
         "sub",
         "..",
@@ -257,7 +259,7 @@ for (const mode of MODES) {
         () => lines.join("\n"),
       );
       assert.ok(lines.some((l) => /out\.txt.*symlink leads out of the shared folder/.test(l)));
-      assert.ok(lines.some((l) => /secret\.txt.*path separators/.test(l)));
+      assert.ok(lines.some((l) => /secret\.txt.*"\.\." is not allowed in a path/.test(l)));
       assert.ok(lines.some((l) => /request longer than/.test(l)));
       assert.deepEqual(await idleEnded, new Uint8Array(0));
       assert.ok(lines.some((l) => /no request within 0\.5 s/.test(l)), lines.join("\n"));
@@ -354,10 +356,16 @@ Deno.test("a peer skips hostile names and impossible mtimes in a directory and n
   assert.deepEqual(namesIn(parent.path), ["share"]);
   assert.deepEqual(namesIn(dir), ["good.txt"]);
   assert.deepEqual(holder.requests, ["good.txt"]);
+  // The course's *.py and *.so are ignore rules now: said as such.
+  const ignored = ["evil.py", "lib.so"];
   for (const name of hostile) {
     const shown = preview(encoder.encode(name)).slice(0, 40);
     assert.ok(
-      lines.some((l) => l.includes(`skipping ${shown}`)),
+      lines.some((l) =>
+        ignored.includes(name)
+          ? l.includes(`ignoring ${name} (default rule`)
+          : l.includes(`skipping ${shown}`)
+      ),
       `no skip line for ${shown}:\n${lines.join("\n")}`,
     );
   }
@@ -366,7 +374,10 @@ Deno.test("a peer skips hostile names and impossible mtimes in a directory and n
     lines.join("\n"),
   );
   // Each skipped entry is reported once, not every round.
-  assert.equal(lines.filter((l) => l.includes("skipping")).length, hostile.length + 1);
+  assert.equal(
+    lines.filter((l) => l.includes("skipping") || l.includes("ignoring")).length,
+    hostile.length + 1,
+  );
 });
 
 Deno.test("bad transfers are discarded (short, wrong bytes, bad or absurd Content-Length, size mismatch, stalled) and the next holder is used", async () => {
@@ -593,7 +604,7 @@ Deno.test("Init lists the shared files with size and SHA-256; a KeepAlive carrie
       port: peer.addr.port,
       files: [{ name: "a.txt", mtime: T0, size: a.length, sha256: sha256(a), by: id }],
       id,
-      features: ["versions"],
+      features: ["versions", "paths"],
       deleted: [],
     });
     assert.deepEqual(keepAlive, { port: peer.addr.port });
