@@ -9,6 +9,10 @@
  * Many clients at once: `--count 10` prints one summary line per client and
  * a total instead of the pages.
  *
+ * With `--forward` it speaks to `proxy_server.ts --forward` as a browser
+ * does: the request names the whole URL (`GET http://host:port/path`), so the
+ * proxy knows where to go: `proxy_client.ts --forward --host 127.0.0.1:8000`.
+ *
  * Lab 2 step answered: "proxy client" (and running several at the same time
  * against the forking proxy). The reply goes to stdout byte for byte, the
  * summary to stderr, so `proxy_client.ts > page.html` saves the page.
@@ -56,6 +60,29 @@ export interface ProxyFetchOptions {
   output?: Writer | null;
   /** Seconds allowed to connect, and of silence while waiting for the reply. @default {10} */
   timeoutSeconds?: number;
+  /** Send the absolute form (`GET http://host:port/path`) a forward proxy needs. @default {false} */
+  forward?: boolean;
+  /** With `forward`: the web server's port. @default {80} */
+  port?: number;
+}
+
+/**
+ * The GET a browser sends to a forward proxy: the whole URL in the request
+ * line (absolute form), so the proxy knows which server to ask. HTTP/1.0,
+ * like the lab's client, so the reply arrives unchunked and ends with the
+ * connection.
+ *
+ * @example
+ * ```ts
+ * import { buildForwardRequest } from "./proxy_client.ts";
+ * buildForwardRequest("127.0.0.1", 8000, "/");
+ * // "GET http://127.0.0.1:8000/ HTTP/1.0\r\nHost: 127.0.0.1:8000\r\nConnection: close\r\n\r\n"
+ * ```
+ */
+export function buildForwardRequest(hostname: string, port: number, path: string): string {
+  const name = hostname.includes(":") ? `[${hostname}]` : hostname;
+  const host = port === 80 ? name : `${name}:${port}`;
+  return `GET http://${host}${path} HTTP/1.0\r\nHost: ${host}\r\nConnection: close\r\n\r\n`;
 }
 
 /** What came back through the proxy. */
@@ -97,8 +124,11 @@ export async function fetchThroughProxy(
       return chunk.length;
     },
   };
-  // The proxy passes our bytes on unchanged, so the request names the real web server.
-  const request = buildGetRequest(options.host ?? "www.google.com", 80, options.path ?? "/");
+  // A relay passes our bytes on unchanged, so the request names the real web server; a
+  // forward proxy reads the server from the URL in the request line.
+  const request = options.forward
+    ? buildForwardRequest(options.host ?? "www.google.com", options.port ?? 80, options.path ?? "/")
+    : buildGetRequest(options.host ?? "www.google.com", 80, options.path ?? "/");
   try {
     const result = await fetchPage({
       hostname: proxy.hostname,
@@ -137,6 +167,8 @@ const USAGE = `usage: deno run --allow-net proxy_client.ts [options]
   --path PATH         page to GET (default /)
   --count N           run N clients at once (up to 10000), a summary line for each (default 1)
   --timeout S         seconds to connect and of silence before giving up (default 10)
+  --forward           for proxy_server.ts --forward: send the whole URL (GET http://HOST/PATH),
+                      as a browser does; --host may then carry a port: --host 127.0.0.1:8000
 With --count 1 the reply goes to stdout byte for byte and a summary to stderr.`;
 
 async function main(): Promise<number> {
@@ -146,10 +178,17 @@ async function main(): Promise<number> {
     path: { type: "string", default: "/" },
     count: { type: "string", default: "1" },
     timeout: { type: "string", default: String(DEFAULT_TIMEOUT_SECONDS) },
+    forward: { type: "boolean", default: false },
   });
   const proxy = parseHostPort(values.proxy as string, "--proxy");
+  const forward = values.forward as boolean;
   // An IPv6 address may come with or without brackets; buildGetRequest() puts them back in Host.
-  const host = parseHost(values.host as string, "--host", "the proxy's --upstream");
+  // A forward proxy reads the port from the URL, so there --host may carry one.
+  const target = forward
+    ? parseHostPort(values.host as string, "--host", 80)
+    : { hostname: parseHost(values.host as string, "--host", "the proxy's --upstream"), port: 80 };
+  const host = target.hostname;
+  const port = target.port;
   const path = parseHttpPath(values.path as string, "--path");
   const timeoutSeconds = parseSeconds(values.timeout as string, "--timeout");
   // Each client holds a socket, its promise and its buffers: far past this a typo runs the
@@ -157,7 +196,7 @@ async function main(): Promise<number> {
   const count = parseCount(values.count as string, "--count", 1, 10_000);
 
   if (count === 1) {
-    const result = await fetchThroughProxy({ proxy, host, path, timeoutSeconds });
+    const result = await fetchThroughProxy({ proxy, host, path, timeoutSeconds, forward, port });
     if (result.bytes === 0) {
       throw new CliError(
         `the proxy at ${
@@ -180,7 +219,15 @@ async function main(): Promise<number> {
   await Promise.all(Array.from({ length: count }, async (_, i) => {
     const name = `client ${String(i + 1).padStart(String(count).length)}`;
     try {
-      const result = await fetchThroughProxy({ proxy, host, path, timeoutSeconds, output: null });
+      const result = await fetchThroughProxy({
+        proxy,
+        host,
+        path,
+        timeoutSeconds,
+        output: null,
+        forward,
+        port,
+      });
       if (result.bytes > 0) answered++;
       received += result.bytes;
       console.log(

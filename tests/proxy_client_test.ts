@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { listenOn, writeAll } from "../lib/net.ts";
+import { concatBytes, listenOn, writeAll } from "../lib/net.ts";
 import { startOrigin } from "../lib/origin.ts";
 import { fetchThroughProxy } from "../proxy_client.ts";
 import { startProxyServer } from "../proxy_server.ts";
@@ -235,4 +235,38 @@ Deno.test("proxy_client.ts gives up on a proxy that never answers after --timeou
   const lines = run.stderr.trim().split("\n");
   assert.equal(lines.length, 1, run.stderr);
   assert.match(lines[0], /^error: no data from 127\.0\.0\.1:\d+ for 0\.5 s/);
+});
+
+Deno.test("fetchThroughProxy({ forward }) sends the whole URL, which a forward proxy needs", async () => {
+  await using origin = await startOrigin({ pages: { "/f": "<p>forwarded</p>" } });
+  await using forward = await startProxyServer({ forward: true, quiet: true });
+  const parts: Uint8Array[] = [];
+  const output = {
+    write: (p: Uint8Array) => (parts.push(p.slice()), Promise.resolve(p.length)),
+  };
+  const result = await fetchThroughProxy({
+    proxy: { hostname: "127.0.0.1", port: forward.addr.port },
+    host: "127.0.0.1",
+    port: origin.addr.port,
+    path: "/f",
+    forward: true,
+    output,
+  });
+  assert.equal(result.statusLine, "HTTP/1.1 200 OK");
+  assert.match(decoder.decode(concatBytes(parts)), /\r\n\r\n<p>forwarded<\/p>$/);
+  // Without --forward the request goes by its Host header alone (here one that cannot resolve).
+  const relayStyle = await fetchThroughProxy({
+    proxy: { hostname: "127.0.0.1", port: forward.addr.port },
+    host: "no-such-host.invalid",
+    output: null,
+  });
+  assert.equal(relayStyle.statusLine, "HTTP/1.1 502 Bad Gateway");
+});
+
+Deno.test("proxy_client.ts --forward: --host takes a port; bad ones exit 2", async () => {
+  for (const args of [["--forward", "--host", "a:b:c"], ["--forward", "--host", "x:0"]]) {
+    const run = await runScript("proxy_client.ts", args);
+    assert.equal(run.code, 2, `${args.join(" ")}: ${run.stderr}`);
+    assert.match(run.stderr, /^error: --host/);
+  }
 });

@@ -17,6 +17,7 @@ import {
   childrenOf,
   exchange,
   haveCommand,
+  projectPath,
   randomBytes,
   readAll,
   rssBytes,
@@ -487,4 +488,85 @@ Deno.test("proxy_server.ts stops on SIGTERM with exit code 0", async () => {
   assert.ok(
     script.lines.some((l) => /listening on 127\.0\.0\.1:\d+, relaying to 127\.0\.0\.1:9/.test(l)),
   );
+});
+
+// ---------------------------------------------------------------------------
+// Bad input in relay mode.
+
+Deno.test("startProxyServer() refuses an upstream that is the proxy itself, at start", async () => {
+  const probe = listenOn();
+  const port = probe.addr.port;
+  probe.close();
+  // A proxy relaying to itself would connect to itself for each client, without end.
+  assert.throws(
+    () => startProxyServer({ port, upstream: { hostname: "127.0.0.1", port } }),
+    /--upstream 127\.0\.0\.1:\d+ is this proxy itself/,
+  );
+  // Nothing is left listening: the port can be taken again at once.
+  listenOn({ port }).close();
+
+  const run = await runScript("proxy_server.ts", [
+    "--port",
+    String(port),
+    "--upstream",
+    `localhost:${port}`,
+  ]);
+  assert.equal(run.code, 1, run.stderr);
+  assert.match(run.stderr, /^error: --upstream localhost:\d+ is this proxy itself: /);
+  assert.equal(run.stderr.trim().split("\n").length, 1);
+});
+
+Deno.test("isSelfUpstream(): the same port on our address, loopback, or any address", async () => {
+  const { isSelfUpstream } = await import("../proxy_server.ts");
+  const at = (hostname: string): Deno.NetAddr => ({ transport: "tcp", hostname, port: 8080 });
+  assert.ok(isSelfUpstream({ hostname: "127.0.0.1", port: 8080 }, at("127.0.0.1")));
+  assert.ok(isSelfUpstream({ hostname: "localhost", port: 8080 }, at("127.0.0.1")));
+  assert.ok(isSelfUpstream({ hostname: "127.0.0.2", port: 8080 }, at("0.0.0.0")));
+  assert.ok(isSelfUpstream({ hostname: "0.0.0.0", port: 8080 }, at("127.0.0.1")));
+  assert.ok(isSelfUpstream({ hostname: "::1", port: 8080 }, at("::1")));
+  assert.ok(!isSelfUpstream({ hostname: "127.0.0.1", port: 8000 }, at("127.0.0.1")));
+  assert.ok(!isSelfUpstream({ hostname: "127.0.0.2", port: 8080 }, at("127.0.0.1")));
+  assert.ok(!isSelfUpstream({ hostname: "www.google.com", port: 8080 }, at("127.0.0.1")));
+});
+
+/** Why the offline test cannot run here, or `null`: it needs an empty network namespace. */
+const noNetns = Deno.build.os !== "linux"
+  ? "network namespaces need Linux"
+  : Deno.uid() !== 0
+  ? "unshare --net needs root"
+  : !haveCommand("unshare") || !haveCommand("ip")
+  ? "unshare (util-linux) or ip (iproute2) is missing"
+  : null;
+
+Deno.test({
+  name:
+    `proxy_server.ts with the default upstream and no network: the log says why the client got nothing${
+      noNetns ? ` (skipped: ${noNetns})` : ""
+    }`,
+  ignore: noNetns !== null,
+  async fn() {
+    // An empty network namespace is offline for sure, whatever this machine can reach: only
+    // its own loopback exists there, so the port is free and no DNS server answers.
+    const log = await Deno.makeTempFile({ prefix: "offline_proxy_", suffix: ".log" });
+    const script = [
+      "ip link set lo up",
+      `"${Deno.execPath()}" run --quiet --allow-net proxy_server.ts --port 18090 > "${log}" 2>&1 & pid=$!`,
+      `for i in $(seq 100); do grep -q listening "${log}" && break; sleep 0.1; done`,
+      'curl --silent --show-error --max-time 20 http://127.0.0.1:18090/; echo "curl exit $?"',
+      `sleep 0.5; kill $pid; wait $pid; cat "${log}"`,
+    ].join("\n");
+    const out = await new Deno.Command("unshare", {
+      args: ["--net", "sh", "-c", script],
+      cwd: projectPath("."),
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(60_000),
+    }).output().finally(() => Deno.remove(log));
+    const text = decoder.decode(out.stdout);
+    assert.match(text, /curl exit 52/, `${text}\n${decoder.decode(out.stderr)}`);
+    assert.match(
+      text,
+      /^127\.0\.0\.1:\d+: no relay, cannot resolve host "www\.google\.com" \(no DNS or no network here\?\); closed the client after [\d.]+ ms \(offline\? start a local web server and give --upstream 127\.0\.0\.1:PORT\)$/m,
+    );
+  },
 });
