@@ -1,7 +1,8 @@
 /**
  * The benchmark's P2P part: it runs `bench/p2p_transfer.ts` (two peers, one
  * large file and many small ones, next to a plain socket copy) and
- * `bench/p2p_tracker_load.ts` (many simulated peers against one tracker),
+ * `bench/p2p_tracker_load.ts` (many simulated peers against one tracker) and
+ * `bench/p2p_big.ts` (a big folder: 100,000 files with 100-character names),
  * each in its own process, and folds the JSON they print into the report.
  *
  * Those scripts print one JSON object on stdout (the last line that starts
@@ -21,12 +22,14 @@ import { ROOT, runTool } from "./servers.ts";
 export const P2P_SCRIPTS = {
   transfer: "bench/p2p_transfer.ts",
   trackerLoad: "bench/p2p_tracker_load.ts",
+  bigFolder: "bench/p2p_big.ts",
 } as const;
 
 /** Small sizes for `--quick`: a smoke test, not a measurement. */
 const QUICK_ARGS: Record<string, string[]> = {
   [P2P_SCRIPTS.transfer]: ["--large-mib", "16", "--files", "50"],
   [P2P_SCRIPTS.trackerLoad]: ["--peers", "50", "--interval", "1", "--duration", "2"],
+  [P2P_SCRIPTS.bigFolder]: ["--files", "5000", "--interval", "1"],
 };
 
 /** One P2P script's outcome. */
@@ -45,6 +48,8 @@ export interface P2pPart {
   date: string;
   transfer: P2pScriptResult;
   trackerLoad: P2pScriptResult;
+  /** The big folder (absent in results written before it existed). */
+  bigFolder?: P2pScriptResult;
   targets: Target[];
 }
 
@@ -156,10 +161,13 @@ export async function runP2pPart(quick: boolean, say: (line: string) => void): P
   say(`p2p: transfer ${transfer.available ? "done" : transfer.note}`);
   const trackerLoad = await runScript(P2P_SCRIPTS.trackerLoad, quick);
   say(`p2p: tracker load ${trackerLoad.available ? "done" : trackerLoad.note}`);
+  const bigFolder = await runScript(P2P_SCRIPTS.bigFolder, quick);
+  say(`p2p: big folder ${bigFolder.available ? "done" : bigFolder.note}`);
   return {
     date: new Date().toISOString(),
     transfer,
     trackerLoad,
+    bigFolder,
     targets: p2pTargets(transfer, trackerLoad),
   };
 }
@@ -176,7 +184,8 @@ function numericLeaves(value: unknown, path = ""): [string, number][] {
 /** The P2P part as a text table: one line per figure, or "not yet available". */
 export function p2pTable(part: P2pPart): string {
   const rows: string[][] = [];
-  for (const result of [part.transfer, part.trackerLoad]) {
+  for (const result of [part.transfer, part.trackerLoad, part.bigFolder]) {
+    if (result === undefined) continue;
     if (!result.available) {
       rows.push([result.script, "", result.note ?? "no figures"]);
       continue;

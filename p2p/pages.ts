@@ -136,6 +136,8 @@ export class ChangeLog {
     // From before what the log remembers, or from a revision it never reached (another log):
     // start afresh.
     const reset = (since > 0 && since < this.#floor) || since > this.#rev;
+    // Nothing new (every quiet round of every peer): no walk through the whole log.
+    if (!reset && since === this.#rev) return { names: [], rev: since, more: false, reset };
     const from = reset ? 0 : since;
     const names: string[] = [];
     let bytes = 0;

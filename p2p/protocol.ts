@@ -86,6 +86,10 @@ export interface PeerMessage {
   features?: string[];
   /** Extension "versions": the deletions this peer made (sent with `files`). */
   deleted?: DeletionInfo[];
+  /** Extension "parts": this message carries one part of a file list, and more parts follow. */
+  more?: boolean;
+  /** Extension "parts": the directory revision this peer holds (absent: 0, none). */
+  since?: number;
 }
 
 /**
@@ -93,7 +97,7 @@ export interface PeerMessage {
  * `features` (Init); the tracker answers with those it accepted in the
  * directory's {@linkcode META_KEY} entry and uses them only with that peer.
  */
-export const FEATURES = ["versions", "paths"] as const;
+export const FEATURES = ["versions", "paths", "parts"] as const;
 
 /**
  * The directory key that carries the tracker's own word to a peer that asked
@@ -161,6 +165,16 @@ export interface TrackerReply {
   deleted: Record<string, DeletedEntry>;
   /** `null` when the reply had no {@linkcode META_KEY} entry (the course's tracker). */
   features: string[] | null;
+  /** Extension "parts": names whose entry went away since the revision asked from. */
+  absent?: string[];
+  /** Extension "parts": the directory revision this reply brings the peer to. */
+  rev?: number;
+  /** Extension "parts": more changes wait; ask again (with `since: rev`) before planning. */
+  more?: boolean;
+  /** Extension "parts": forget the directory held; this reply starts it afresh. */
+  reset?: boolean;
+  /** Why the tracker refused this peer (it closes the connection after this reply). */
+  error?: string;
 }
 
 /** A message that breaks the protocol; the reason says how. */
@@ -326,7 +340,21 @@ export function parsePeerMessage(line: string): PeerMessage {
     }
     message.deleted = value.deleted.map((d, i) => parseDeletion(d, `deleted[${i}]`));
   }
+  if (value.more !== undefined) {
+    if (typeof value.more !== "boolean") {
+      throw new ProtocolError(`more must be true or false, got ${describe(value.more)}`);
+    }
+    message.more = value.more;
+  }
+  if (value.since !== undefined) message.since = checkRevision(value.since, "since");
   return message;
+}
+
+function checkRevision(value: unknown, where: string): number {
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) {
+    throw new ProtocolError(`${where} must be a whole number >= 0, got ${describe(value)}`);
+  }
+  return value;
 }
 
 function parseHolder(value: unknown, where: string): Holder {
@@ -404,6 +432,13 @@ export function parseTrackerReply(line: string): TrackerReply {
     const where = describeName(name);
     if (name === META_KEY && isPlainObject(entry)) {
       reply.features = checkStrings(entry.features ?? [], `${where}.features`, 32);
+      // Extension "parts": where the directory stands, and a refusal's reason.
+      if (entry.rev !== undefined) reply.rev = checkRevision(entry.rev, `${where}.rev`);
+      if (entry.more === true) reply.more = true;
+      if (entry.reset === true) reply.reset = true;
+      if (typeof entry.error === "string") reply.error = entry.error;
+    } else if (isPlainObject(entry) && entry.absent === true) {
+      (reply.absent ??= []).push(name);
     } else if (isPlainObject(entry) && entry.deleted === true) {
       Object.defineProperty(reply.deleted, name, {
         value: parseDeletedEntry(entry, where),

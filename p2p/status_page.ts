@@ -20,6 +20,50 @@
 import { hostPort, type TrackerStats } from "./tracker_state.ts";
 
 /**
+ * Names the HTML page lists per table (and per peer): a page of 100,000
+ * files would be tens of megabytes, reloaded every 5 s. The rest is
+ * counted ("and 99,500 more"); `/stats?full` has everything.
+ */
+export const PAGE_LIST_LIMIT = 500; // names
+
+/**
+ * Items `/stats` lists per list (the directory, the paths, each peer's
+ * files) unless asked for `/stats?full`: its `truncated` field then says
+ * how many were left out of each.
+ */
+export const STATS_LIST_LIMIT = 10_000; // items
+
+/**
+ * `stats` with each list cut to `limit` items, and how many were left out
+ * of each (by list name; a peer's files as `peer ip:port`).
+ */
+export function capStats(
+  stats: TrackerStats,
+  limit: number,
+): TrackerStats & { truncated?: Record<string, number> } {
+  const truncated: Record<string, number> = {};
+  const names = Object.keys(stats.directory);
+  const directory = names.length <= limit
+    ? stats.directory
+    : Object.fromEntries(names.slice(0, limit).map((n) => [n, stats.directory[n]]));
+  if (names.length > limit) truncated.directory = names.length - limit;
+  if (stats.paths.length > limit) truncated.paths = stats.paths.length - limit;
+  const peers = stats.peers.map((p) => {
+    if (p.files.length <= limit) return p;
+    truncated[`peer ${hostPort(p)}`] = p.files.length - limit;
+    return { ...p, files: p.files.slice(0, limit) };
+  });
+  const capped = { ...stats, peers, directory, paths: stats.paths.slice(0, limit) };
+  return Object.keys(truncated).length === 0 ? stats : { ...capped, truncated };
+}
+
+/** `items` joined, at most `limit` of them, then how many more there are. */
+function firstOf(items: string[], limit: number, join: string, more: (n: number) => string) {
+  if (items.length <= limit) return items.join(join);
+  return items.slice(0, limit).join(join) + join + more(items.length - limit);
+}
+
+/**
  * Escapes text for HTML: file names come from peers and may hold markup.
  *
  * @example
@@ -50,7 +94,9 @@ export function statusResponse(request: Request, stats: TrackerStats): Response 
     return new Response("only GET here\n", { status: 405, headers: { allow: "GET, HEAD" } });
   }
   if (path === "/stats") {
-    return new Response(JSON.stringify(stats, null, 2) + "\n", {
+    const full = new URL(request.url).searchParams.has("full");
+    const shown = full ? stats : capStats(stats, STATS_LIST_LIMIT);
+    return new Response(JSON.stringify(shown, null, 2) + "\n", {
       headers: { "content-type": "application/json; charset=utf-8", "cache-control": "no-store" },
     });
   }
@@ -80,28 +126,48 @@ export function statusPage(stats: TrackerStats): string {
     `<tr><td>${e(hostPort(p))}</td><td>${p.secondsSinceLastSeen.toFixed(1)} s ago</td>` +
     `<td>${p.secondsToExpiry.toFixed(1)} s</td><td>${p.messages}</td>` +
     `<td>${
-      p.files.length === 0 ? "<i>none</i>" : p.files.map((f) => e(f.name)).join(", ")
+      p.files.length === 0 ? "<i>none</i>" : firstOf(
+        p.files.slice(0, PAGE_LIST_LIMIT + 1).map((f) => e(f.name)),
+        PAGE_LIST_LIMIT,
+        ", ",
+        () => `<i>and ${p.files.length - PAGE_LIST_LIMIT} more</i>`,
+      )
     }</td></tr>`
   ).join("\n");
-  const fileRows = Object.entries(stats.directory).map(([name, d]) =>
+  const directoryNames = Object.keys(stats.directory);
+  const moreRow = (n: number, columns: number) =>
+    `<tr><td colspan="${columns}"><i>and ${n} more (see <a href="/stats?full">/stats?full</a>)</i></td></tr>`;
+  const fileRows = directoryNames.slice(0, PAGE_LIST_LIMIT).map((name) =>
+    [
+      name,
+      stats.directory[name],
+    ] as const
+  ).map(([name, d]) =>
     `<tr><td>${e(name)}</td><td>${e(time(d.mtime))}</td>` +
     `<td>${d.size === undefined ? "?" : d.size}</td><td>${e(hostPort(d))}</td>` +
     `<td>${(d.holders ?? []).slice(1).map((h) => e(hostPort(h))).join(", ")}</td></tr>`
-  ).join("\n");
+  ).join("\n") +
+    (directoryNames.length > PAGE_LIST_LIMIT
+      ? "\n" + moreRow(directoryNames.length - PAGE_LIST_LIMIT, 5)
+      : "");
   const short = (sha: string) => e(sha.slice(0, 8));
-  const pathRows = stats.paths.map((p) =>
-    `<tr><td>${e(p.name)}</td><td>${
-      p.current
-        ? `${short(p.current.sha256)} by ${e(p.current.by || "?")}, ${e(time(p.current.mtime))}`
-        : "<i>none</i>"
-    }</td><td>${p.current ? p.current.holders : ""}</td><td>${
-      p.copies.map((c) => `${short(c.sha256)} as ${e(c.name)}`).join("<br>")
-    }</td><td>${
-      p.deleted
-        ? `${short(p.deleted.sha256)} by ${e(p.deleted.by || "?")}, ${e(time(p.deleted.time))}`
-        : ""
-    }</td></tr>`
-  ).join("\n");
+  const pathRows =
+    stats.paths.slice(0, PAGE_LIST_LIMIT).map((p) =>
+      `<tr><td>${e(p.name)}</td><td>${
+        p.current
+          ? `${short(p.current.sha256)} by ${e(p.current.by || "?")}, ${e(time(p.current.mtime))}`
+          : "<i>none</i>"
+      }</td><td>${p.current ? p.current.holders : ""}</td><td>${
+        p.copies.map((c) => `${short(c.sha256)} as ${e(c.name)}`).join("<br>")
+      }</td><td>${
+        p.deleted
+          ? `${short(p.deleted.sha256)} by ${e(p.deleted.by || "?")}, ${e(time(p.deleted.time))}`
+          : ""
+      }</td></tr>`
+    ).join("\n") +
+    (stats.paths.length > PAGE_LIST_LIMIT
+      ? "\n" + moreRow(stats.paths.length - PAGE_LIST_LIMIT, 5)
+      : "");
   // Only peers with the "versions" extension make records: a course-only swarm sees no such table.
   const versions = stats.paths.length === 0 ? "" : `<h2>Versions (${stats.paths.length} paths)</h2>
 <table><tr><th>path</th><th>current version</th><th>live holders</th><th>conflict copies</th>` +
@@ -123,7 +189,7 @@ checked every ${stats.sweepIntervalSeconds} s. This page reloads every 5 s; the 
 <table><tr><th>peer (ip:port)</th><th>last seen</th><th>expires in</th><th>messages</th><th>files</th></tr>
 ${peerRows}
 </table>
-<h2>Directory (${Object.keys(stats.directory).length} files)</h2>
+<h2>Directory (${directoryNames.length} files)</h2>
 <table><tr><th>name</th><th>mtime</th><th>bytes</th><th>fetch from</th><th>also held by</th></tr>
 ${fileRows}
 </table>
@@ -133,7 +199,8 @@ ${versions}<h2>Counters</h2>
 ${c.peersJoined} peers joined, ${c.peersExpired} expired, ${c.rejected} connections rejected,
 ${c.unsafeNames} unsafe file names ignored, ${c.silentClosed} silent connections closed,
 ${c.sendTimeouts} closed for not reading, ${c.portChanges} peers replaced by another port of theirs;
-versions: ${c.conflicts} conflicts, ${c.deletions} deletions, ${c.revivals} revivals.</p>
+versions: ${c.conflicts} conflicts, ${c.deletions} deletions, ${c.revivals} revivals.
+Big folders: ${c.listParts} parts of file lists taken, ${c.pages} directory pages sent.</p>
 </body></html>
 `;
 }

@@ -33,7 +33,13 @@ import { acceptEach } from "../lib/accept.ts";
 import { LineReader, LineTooLongError } from "../lib/lines.ts";
 import { type Log, printLog } from "../lib/log.ts";
 import { closeQuietly, formatAddr, listenOn, writeAll } from "../lib/net.ts";
-import { parsePeerMessage, ProtocolError, TRACKER_MAX_LINE_BYTES } from "./protocol.ts";
+import {
+  encodeLine,
+  META_KEY,
+  parsePeerMessage,
+  ProtocolError,
+  TRACKER_MAX_LINE_BYTES,
+} from "./protocol.ts";
 import { statusResponse } from "./status_page.ts";
 import {
   type EncodedDirectory,
@@ -100,6 +106,11 @@ export interface TrackerOptions {
    * long a path nobody holds is remembered. @default {30 days (TOMBSTONE_TTL_MS)}
    */
   tombstoneTtlSeconds?: number;
+  /**
+   * Most files one peer's list may hold (extension "parts" lets a list pass
+   * the line limit); a larger one is refused with its reason. @default {MAX_LIST_FILES} (1,000,000)
+   */
+  maxListFiles?: number;
   /** Where lines go. @default {console.log} */
   log?: Log;
 }
@@ -147,6 +158,7 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
     tombstoneTtlMs: options.tombstoneTtlSeconds === undefined
       ? undefined
       : options.tombstoneTtlSeconds * 1000,
+    maxListFiles: options.maxListFiles,
   });
   const startedAt = Date.now();
 
@@ -181,8 +193,11 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
         // Until the reply is written the send timeout is in charge, not the silence rule.
         pc.waitingSince = undefined;
         let said: string[];
+        let since = 0;
         try {
-          said = state.apply(pc, parsePeerMessage(line), clock());
+          const message = parsePeerMessage(line);
+          since = message.since ?? 0;
+          said = state.apply(pc, message, clock(), line.length);
         } catch (err) {
           if (err instanceof ProtocolError) {
             throw new ProtocolError(`${err.message}; message was ${sample(line)}`);
@@ -193,9 +208,12 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
         // Every message is answered with the whole directory, as in the course.
         // Each peer gets the directory for the extensions its connection asked for,
         // and a peer on another host sees peers on our loopback at our address.
+        // A peer with "parts" gets only what changed since the revision it holds, a page at a time.
         const own = ownAddressFor(pc);
         for (const text of state.handOutNotices(own)) log(text);
-        const reply = state.encodedDirectory(pc.features, own);
+        const reply = pc.features?.includes("parts")
+          ? state.pagedDirectory(pc, since, own)
+          : state.encodedDirectory(pc.features, own);
         replyBytes = reply.bytes;
         await sendReply(pc, reply);
         state.counters.responses++;
@@ -210,6 +228,8 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
         state.counters.rejected++;
         ending = "rejected";
         log(`rejected ${pc.who}: ${err.message}; closing this connection`);
+        // A peer that asked for "parts" reads a refusal's reason (a course peer gets no such line).
+        if (pc.features?.includes("parts")) await tellRefusal(pc, err.message);
       } else if (closing) {
         ending = "tracker stopping";
       } else {
@@ -258,6 +278,15 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /**
+   * Extension "parts": the last reply to a refused peer, `{"/": {"error": ...}}`,
+   * so that its own console says why; bounded by the send timeout like any reply.
+   */
+  async function tellRefusal(pc: PeerConnection, why: string): Promise<void> {
+    const line = encodeLine({ [META_KEY]: { error: `refused by the tracker: ${why}` } });
+    await sendReply(pc, { parts: [line], bytes: line.length }).catch(() => {});
   }
 
   /** Takes one accepted connection: the shared accept loop (lib/accept.ts) calls this. */

@@ -11,6 +11,14 @@
  * - {@linkcode repeatRounds} runs one round per interval and backs off after
  *   a tracker failure.
  *
+ * Extension "parts" (`PROTOCOL.md`): a file list goes in parts of at most
+ * {@linkcode PART_BYTES}; Init carries the first one (with `"more": true`),
+ * and the rest follow only once the tracker said it takes parts (else the
+ * next KeepAlive carries the whole list in one line, as the course's tracker
+ * expects). The directory then comes as pages of changes since the revision
+ * this link holds: it keeps its copy of the directory for as long as the
+ * connection lasts, and asks again while the tracker says there is more.
+ *
  * @example
  * ```ts
  * import { TrackerLink } from "./tracker_link.ts";
@@ -27,13 +35,17 @@ import { LineReader } from "../lib/lines.ts";
 import { type Log, printLog } from "../lib/log.ts";
 import { closeQuietly, connectTo, formatAddr, writeAll } from "../lib/net.ts";
 import {
+  type DeletedEntry,
   type DeletionInfo,
   DIRECTORY_MAX_LINE_BYTES,
+  type DirectoryEntry,
+  encodeJson,
   encodeLine,
   type FileInfo,
   parseTrackerReply,
   type TrackerReply,
 } from "./protocol.ts";
+import { PART_BYTES, splitIntoParts } from "./pages.ts";
 
 /** What our peer adds to Init and to a changed file list (the course's tracker ignores it). */
 export interface Extensions {
@@ -52,6 +64,12 @@ const BACKOFF_MAX_MS = 10_000;
 const TRACKER_REPLY_TIMEOUT_SECONDS = 10;
 /** Seconds to wait for the tracker to accept the connection. */
 const CONNECT_TIMEOUT_SECONDS = 5;
+/**
+ * Pages of directory changes asked for in one round at most (extension
+ * "parts"): 1,000 pages are two million entries. Past it the round plans
+ * with what it has and the next round goes on from there.
+ */
+const MAX_PAGES_PER_ROUND = 1_000;
 
 /** Something went wrong with the tracker connection: reconnect. */
 export class TrackerError extends Error {
@@ -82,8 +100,15 @@ export class TrackerLink {
   #log: Log;
   #closed = false;
   #conn: { conn: Deno.TcpConn; lines: LineReader; self: string } | null = null;
-  /** The file list as last sent to the tracker (JSON), to resend it only when it changed. */
-  #announced: string | null = null;
+  /** The file list as last sent to the tracker in full, to resend it only when it changed. */
+  #announced: { files: FileInfo[]; deleted: DeletionInfo[] | undefined } | null = null;
+  /** Extension "parts": the tracker's last reply on this connection accepted it. */
+  #parts = false;
+  /** Extension "parts": this connection's copy of the directory, kept up to date by pages. */
+  #directory: Record<string, DirectoryEntry> = Object.create(null);
+  #deleted: Record<string, DeletedEntry> = Object.create(null);
+  /** Extension "parts": the revision of that copy (0: nothing yet). */
+  #since = 0;
 
   /** A link that connects on its first {@linkcode TrackerLink.exchange}. */
   constructor(options: TrackerLinkOptions) {
@@ -112,30 +137,86 @@ export class TrackerLink {
    * @throws {TrackerError} or {@linkcode CliError} when the tracker cannot be reached or answers badly.
    */
   async exchange(files: FileInfo[], extensions?: Extensions): Promise<TrackerReply> {
-    const snapshot = JSON.stringify([files, extensions?.deleted]);
-    const withFiles = () => ({
-      port: this.#port,
-      files,
-      ...(extensions
-        ? { id: extensions.id, features: extensions.features, deleted: extensions.deleted }
-        : {}),
-    });
-    let message: { port: number; files?: FileInfo[] };
-    if (this.#conn === null) {
-      await this.#connect();
-      message = withFiles();
-      this.#log(
-        `connected to tracker ${formatAddr(this.tracker)}; sent Init with ${files.length} file(s)`,
-      );
-    } else if (snapshot !== this.#announced) {
-      message = withFiles();
-      this.#log(`file list changed: sent KeepAlive with ${files.length} file(s)`);
+    const deleted = extensions?.deleted;
+    const init = this.#conn === null;
+    if (init) await this.#connect();
+    let reply: TrackerReply;
+    if (init || !this.#sameAsAnnounced(files, deleted)) {
+      // Init always goes in parts (the tracker's answer says whether it takes the rest); a
+      // changed list goes in parts only to a tracker that said so, else whole, as the course's.
+      const parts = init || this.#parts
+        ? splitList(files, deleted ?? [])
+        : [{ files, deleted: deleted ?? [] }];
+      const say = (sent: number) =>
+        `${files.length} file(s)` + (sent > 1 ? ` in ${sent} parts` : "");
+      reply = await this.#ask(this.#listMessage(parts[0], parts.length > 1, extensions));
+      let sent = 1;
+      while (sent < parts.length && this.#parts) {
+        reply = await this.#ask(this.#listMessage(parts[sent], sent < parts.length - 1));
+        sent++;
+      }
+      if (init) {
+        this.#log(
+          `connected to tracker ${formatAddr(this.tracker)}; sent Init with ${
+            sent === parts.length ? say(sent) : `the first ${parts[0].files.length} file(s)`
+          }`,
+        );
+        if (sent < parts.length) {
+          this.#log(
+            `the tracker does not take a list in parts: the next KeepAlive carries all ${files.length}`,
+          );
+        }
+      } else {
+        this.#log(`file list changed: sent KeepAlive with ${say(sent)}`);
+      }
+      // Only a list sent in full counts as announced; else the next message sends it whole.
+      this.#announced = sent === parts.length ? { files, deleted } : null;
     } else {
-      message = { port: this.#port };
+      reply = await this.#ask(this.#keepAlive());
     }
-    const reply = await this.#ask(message);
-    this.#announced = snapshot;
+    // Extension "parts": the rest of the directory's changes, before anyone plans with it.
+    for (let pages = 1; reply.more && pages < MAX_PAGES_PER_ROUND; pages++) {
+      reply = await this.#ask(this.#keepAlive());
+    }
     return reply;
+  }
+
+  /** A KeepAlive: the port, and with "parts" the revision of the directory held here. */
+  #keepAlive(): Record<string, unknown> {
+    return this.#parts ? { port: this.#port, since: this.#since } : { port: this.#port };
+  }
+
+  /** One message with (a part of) the file list; Init's also says who we are and what we speak. */
+  #listMessage(
+    part: { files: FileInfo[]; deleted: DeletionInfo[] },
+    more: boolean,
+    extensions?: Extensions,
+  ): Record<string, unknown> {
+    return {
+      port: this.#port,
+      files: part.files,
+      ...(extensions
+        ? { id: extensions.id, features: extensions.features, deleted: part.deleted }
+        : part.deleted.length > 0
+        ? { deleted: part.deleted }
+        : {}),
+      ...(more ? { more: true } : {}),
+      ...(this.#parts ? { since: this.#since } : {}),
+    };
+  }
+
+  /** Whether `files` and `deleted` are what was last announced in full (compared field by field). */
+  #sameAsAnnounced(files: FileInfo[], deleted: DeletionInfo[] | undefined): boolean {
+    const last = this.#announced;
+    if (last === null) return false;
+    const sameFile = (a: FileInfo, b: FileInfo) =>
+      a.name === b.name && a.mtime === b.mtime && a.size === b.size && a.sha256 === b.sha256 &&
+      a.by === b.by && (a.history ?? []).join() === (b.history ?? []).join();
+    const sameDeletion = (a: DeletionInfo, b: DeletionInfo) =>
+      a.name === b.name && a.sha256 === b.sha256 && a.time === b.time;
+    return sameList(last.files, files, sameFile) &&
+      sameList(last.deleted ?? [], deleted ?? [], sameDeletion) &&
+      (last.deleted === undefined) === (deleted === undefined);
   }
 
   /** Sends the file list again with the next message, even if it did not change. */
@@ -166,7 +247,41 @@ export class TrackerLink {
       self: formatAddr({ hostname: conn.localAddr.hostname, port: this.#port }),
     };
     this.#announced = null;
+    // A new connection knows nothing yet: its directory starts from revision 0.
+    this.#parts = false;
+    this.#directory = Object.create(null);
+    this.#deleted = Object.create(null);
+    this.#since = 0;
     this.#stats.connects++;
+  }
+
+  /**
+   * Takes one reply in: a tracker with "parts" sends changes, which go into
+   * this connection's copy (forgotten first on `reset`); any other sends the
+   * whole directory, which is the answer as it is.
+   */
+  #take(reply: TrackerReply): TrackerReply {
+    if (reply.error !== undefined) throw new TrackerError(reply.error);
+    this.#parts = reply.features?.includes("parts") ?? false;
+    if (!this.#parts) return reply;
+    if (reply.reset) {
+      this.#directory = Object.create(null);
+      this.#deleted = Object.create(null);
+    }
+    for (const name of reply.absent ?? []) {
+      delete this.#directory[name];
+      delete this.#deleted[name];
+    }
+    for (const [name, entry] of Object.entries(reply.directory)) {
+      delete this.#deleted[name];
+      this.#directory[name] = entry;
+    }
+    for (const [name, entry] of Object.entries(reply.deleted)) {
+      delete this.#directory[name];
+      this.#deleted[name] = entry;
+    }
+    this.#since = reply.rev ?? 0;
+    return { ...reply, directory: this.#directory, deleted: this.#deleted };
   }
 
   /** Sends one message and reads the directory it is answered with. */
@@ -182,7 +297,7 @@ export class TrackerLink {
       await writeAll(tracker.conn, encodeLine(message));
       const line = await tracker.lines.readLine();
       if (line === null) throw new TrackerError("it closed the connection");
-      return parseTrackerReply(line);
+      return this.#take(parseTrackerReply(line));
     } catch (err) {
       if (err instanceof TrackerError) throw err;
       if (timedOut) throw new TrackerError(`no directory within ${limit} s`);
@@ -194,6 +309,32 @@ export class TrackerLink {
       clearTimeout(timer);
     }
   }
+}
+
+/**
+ * A file list and its deletions cut into parts of at most
+ * {@linkcode PART_BYTES} of JSON each (files first, then deletions).
+ */
+function splitList(
+  files: FileInfo[],
+  deleted: DeletionInfo[],
+): { files: FileInfo[]; deleted: DeletionInfo[] }[] {
+  const items: (FileInfo | DeletionInfo)[] = [...files, ...deleted];
+  const parts = splitIntoParts(items, (item) => encodeJson(item).length, PART_BYTES);
+  let at = 0;
+  return parts.map((part) => {
+    const from = at;
+    at += part.length;
+    const cut = Math.min(Math.max(files.length - from, 0), part.length);
+    return { files: part.slice(0, cut) as FileInfo[], deleted: part.slice(cut) as DeletionInfo[] };
+  });
+}
+
+/** Whether two lists hold the same items in the same order. */
+function sameList<T>(a: readonly T[], b: readonly T[], same: (x: T, y: T) => boolean): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (!same(a[i], b[i])) return false;
+  return true;
 }
 
 /** A running {@linkcode repeatRounds} loop. */

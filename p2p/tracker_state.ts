@@ -27,7 +27,13 @@
  *   shown only in the directory of such a connection;
  * - a holder on this host's loopback (`127.0.0.1`, `::1`) is shown to a
  *   peer on another host at the tracker's own address as that peer reached
- *   it ({@linkcode ownAddressFor}): `127.0.0.1` would send it to itself.
+ *   it ({@linkcode ownAddressFor}): `127.0.0.1` would send it to itself;
+ * - extension "parts": a file list may come in parts (`"more": true` on all
+ *   but the last), kept aside per connection within bounds and taken only
+ *   when complete; such a peer gets the directory as pages of the changes
+ *   since the revision it holds ({@linkcode TrackerState.pagedDirectory}),
+ *   from a {@linkcode ChangeLog} per view fed by the same change notes that
+ *   invalidate the encoded blocks.
  *
  * @example
  * ```ts
@@ -55,7 +61,9 @@ import {
   isSafePath,
   META_KEY,
   type PeerMessage,
+  ProtocolError,
 } from "./protocol.ts";
+import { ChangeLog } from "./pages.ts";
 import { TOMBSTONE_TTL_MS } from "./sync_state.ts";
 import {
   announce,
@@ -89,6 +97,20 @@ export const MAX_RECORDS = 100_000; // paths
  */
 const MAX_OWN_ADDRESS_VIEWS = 8; // addresses
 
+/**
+ * Extension "parts": most files one peer's list may hold. A list is kept
+ * whole once taken (the directory needs every name), so this, not the line
+ * limit, bounds what one peer costs: about 1 KB per file all told.
+ */
+export const MAX_LIST_FILES = 1_000_000; // files
+
+/**
+ * Extension "parts": most bytes of message lines a connection may send for
+ * one list before it is complete: parts are kept aside (parsed) until the
+ * last one comes, and a peer that never sends it must not grow them for ever.
+ */
+export const MAX_STAGED_BYTES = 256 * 1024 * 1024; // bytes of JSON
+
 /** One live peer as `/stats` shows it. */
 export interface PeerStats {
   /** IP address seen on its socket. */
@@ -117,6 +139,8 @@ export interface TrackerCounters {
   openConnections: number;
   /** Valid messages received. */
   messages: number;
+  /** Bytes of those messages' lines (UTF-16 units, so bytes for the ASCII our JSON is). */
+  messageBytes: number;
   /** Messages that carried a file list (Init, or a changed list). */
   fileLists: number;
   /** Messages without a file list (KeepAlive). */
@@ -145,6 +169,10 @@ export interface TrackerCounters {
   deletions: number;
   /** Extension "versions": deleted paths brought back by an edit the deletion never saw. */
   revivals: number;
+  /** Extension "parts": parts of file lists taken (a list in one message is not counted). */
+  listParts: number;
+  /** Extension "parts": directory replies sent as a page of changes. */
+  pages: number;
 }
 
 /** One path the tracker keeps versions of (extension "versions"), as `/stats` shows it. */
@@ -267,6 +295,29 @@ export interface Link {
   features?: string[];
   /** The peer id it gave (extension). */
   id?: string;
+  /** Extension "parts": the parts of a file list received so far, until its last part comes. */
+  staged?: StagedList;
+  /**
+   * Extension "parts": the change log its last page came from. A revision
+   * means something only in that log: a reply from another one (a new view
+   * after a peer appeared on loopback, say) starts the peer afresh.
+   */
+  pagedFrom?: ChangeLog;
+}
+
+/** Extension "parts": a file list arriving in parts on one connection. */
+export interface StagedList {
+  /** The port the parts are for: a part for another port starts over. */
+  port: number;
+  files: FileInfo[];
+  deleted: DeletionInfo[];
+  /** Parts so far. */
+  parts: number;
+  /** Bytes of their lines so far. */
+  bytes: number;
+  /** What the first part said besides files (Init's id and features). */
+  id?: string;
+  features?: string[];
 }
 
 /**
@@ -353,6 +404,8 @@ interface View {
   fragments: Map<string, string>;
   /** The response as it goes on the wire, until something in it changes. */
   reply: EncodedDirectory | null;
+  /** Extension "parts": every change to this view's names, for peers that get pages. */
+  log?: ChangeLog;
 }
 
 /** What an entry of a directory may be: a file, a deleted path, or the {@linkcode META_KEY} entry. */
@@ -379,6 +432,10 @@ export interface TrackerStateOptions {
    * path nobody holds any more. @default {TOMBSTONE_TTL_MS} (30 days)
    */
   tombstoneTtlMs?: number;
+  /** Most files in one peer's list (extension "parts"). @default {MAX_LIST_FILES} */
+  maxListFiles?: number;
+  /** Most bytes of lines kept aside for one unfinished list. @default {MAX_STAGED_BYTES} */
+  maxStagedBytes?: number;
 }
 
 /** What one {@linkcode TrackerState.sweep} found. */
@@ -403,6 +460,7 @@ export class TrackerState {
     connections: 0,
     openConnections: 0,
     messages: 0,
+    messageBytes: 0,
     fileLists: 0,
     keepAlives: 0,
     responses: 0,
@@ -417,6 +475,8 @@ export class TrackerState {
     conflicts: 0,
     deletions: 0,
     revivals: 0,
+    listParts: 0,
+    pages: 0,
   };
   /**
    * Extension "versions": what is known of each path that a peer with
@@ -428,6 +488,8 @@ export class TrackerState {
   #peerTimeoutMs: number;
   #tombstoneTtlMs: number;
   #quiet: boolean;
+  #maxListFiles: number;
+  #maxStagedBytes: number;
   #seq = 0;
   /** Since when (monotonic ms) no live peer has held any version of a recorded path. */
   #unheldSince = new Map<string, number>();
@@ -450,6 +512,8 @@ export class TrackerState {
     this.#peerTimeoutMs = options.peerTimeoutMs;
     this.#tombstoneTtlMs = options.tombstoneTtlMs ?? TOMBSTONE_TTL_MS;
     this.#quiet = options.quiet ?? false;
+    this.#maxListFiles = options.maxListFiles ?? MAX_LIST_FILES;
+    this.#maxStagedBytes = options.maxStagedBytes ?? MAX_STAGED_BYTES;
   }
 
   /**
@@ -463,8 +527,24 @@ export class TrackerState {
    * peer with "versions", each hashed file of its list is announced as a
    * version and each of its `deleted` is applied (`versions.ts` decides);
    * conflicts, deletions and revivals get a line each.
+   *
+   * Extension "parts" (when the connection asked for it): a message with
+   * `"more": true` is one part of a list; it is kept aside (`lineBytes`, the
+   * length of its line, counts against {@linkcode MAX_STAGED_BYTES}) and
+   * changes nothing else until the last part comes, which completes it.
+   *
+   * @throws {ProtocolError} when a list is larger than this tracker takes:
+   * the caller tells the peer why and closes the connection.
    */
-  apply(link: Link, message: PeerMessage, now: Now): string[] {
+  apply(link: Link, message: PeerMessage, now: Now, lineBytes = 0): string[] {
+    if (message.features !== undefined) {
+      // Only what we know, in our order: so there is one view per set of features.
+      link.features = FEATURES.filter((f) => message.features!.includes(f));
+    }
+    this.counters.messageBytes += lineBytes;
+    const assembled = this.#assemble(link, message, lineBytes);
+    if (assembled === null) return this.#partTaken(link, message, now);
+    message = assembled.message;
     const said: string[] = [];
     const key = `${link.ip}|${message.port}`;
     const name = hostPort({ ip: link.ip, port: message.port });
@@ -508,10 +588,6 @@ export class TrackerState {
     peer.messages++;
     peer.via = link;
     link.peer = peer;
-    if (message.features !== undefined) {
-      // Only what we know, in our order: so there is one view per set of features.
-      link.features = FEATURES.filter((f) => message.features!.includes(f));
-    }
     if (message.id !== undefined) link.id = message.id;
     if (link.id !== undefined) peer.id = link.id;
     const versions = link.features?.includes("versions") ?? false;
@@ -566,6 +642,7 @@ export class TrackerState {
       ...(message.features !== undefined
         ? [`features: ${link.features!.join(", ") || "none"}`]
         : []),
+      ...(assembled.parts > 1 ? [`in ${assembled.parts} parts`] : []),
     ];
     const count = `${peer.files.size} file${peer.files.size === 1 ? "" : "s"}` +
       (extras.length ? ` (${extras.join("; ")})` : "");
@@ -586,6 +663,93 @@ export class TrackerState {
     }
     said.push(...outcomes);
     return said;
+  }
+
+  /**
+   * Extension "parts": the whole message once a list is complete, with the
+   * number of parts it came in; `null` while parts are still coming (this
+   * one is kept aside). A connection that did not ask for "parts" sends
+   * whole lists, whatever `more` says.
+   */
+  #assemble(
+    link: Link,
+    message: PeerMessage,
+    lineBytes: number,
+  ): { message: PeerMessage; parts: number } | null {
+    const tooMany = (files: number) =>
+      new ProtocolError(
+        `file list too large: ${files} files or more, this tracker takes at most ${this.#maxListFiles}`,
+      );
+    if (!link.features?.includes("parts")) {
+      if ((message.files?.length ?? 0) > this.#maxListFiles) {
+        throw tooMany(message.files!.length);
+      }
+      return { message, parts: 1 };
+    }
+    let staged = link.staged;
+    // Parts for another port: the ones kept are void (one connection is one peer).
+    if (staged && staged.port !== message.port) staged = link.staged = undefined;
+    // A whole list, or a KeepAlive between parts (which leaves them be).
+    if (!message.more && (staged === undefined || message.files === undefined)) {
+      if ((message.files?.length ?? 0) > this.#maxListFiles) {
+        throw tooMany(message.files!.length);
+      }
+      return { message, parts: 1 };
+    }
+    staged ??= link.staged = {
+      port: message.port,
+      files: [],
+      deleted: [],
+      parts: 0,
+      bytes: 0,
+      id: message.id,
+      features: message.features,
+    };
+    staged.parts++;
+    staged.bytes += lineBytes;
+    this.counters.listParts++;
+    for (const f of message.files ?? []) staged.files.push(f);
+    for (const d of message.deleted ?? []) staged.deleted.push(d);
+    if (staged.files.length + staged.deleted.length > this.#maxListFiles) {
+      link.staged = undefined;
+      throw tooMany(staged.files.length + staged.deleted.length);
+    }
+    if (staged.bytes > this.#maxStagedBytes) {
+      link.staged = undefined;
+      throw new ProtocolError(
+        `file list too large: over ${this.#maxStagedBytes} bytes in ${staged.parts} parts ` +
+          `and not complete yet`,
+      );
+    }
+    if (message.more) return null;
+    link.staged = undefined;
+    return {
+      message: {
+        ...message,
+        files: staged.files,
+        deleted: staged.deleted,
+        id: message.id ?? staged.id,
+        features: message.features ?? staged.features,
+        more: undefined,
+      },
+      parts: staged.parts,
+    };
+  }
+
+  /**
+   * Extension "parts": a part kept aside is still a sign of life from the
+   * peer this connection speaks for (sending a big list takes a while).
+   */
+  #partTaken(link: Link, message: PeerMessage, now: Now): string[] {
+    this.counters.messages++;
+    if (message.id !== undefined) link.id = message.id;
+    const peer = link.peer;
+    if (peer && peer.port === message.port && this.peers.get(peer.key) === peer) {
+      peer.lastSeen = now.wall;
+      peer.lastHeard = now.mono;
+      peer.messages++;
+    }
+    return [];
   }
 
   /**
@@ -961,9 +1125,53 @@ export class TrackerState {
         fragments: new Map(),
         reply: null,
       };
+      if (features?.includes("parts")) {
+        // Every name there is now is a change since revision 0, in directory order.
+        view.log = new ChangeLog();
+        for (const block of this.#blocks) for (const name of block.names) view.log.touch(name);
+      }
       this.#views.set(key, view);
     }
     return view;
+  }
+
+  /**
+   * Extension "parts": the reply to a peer that holds the directory as of
+   * revision `since` (0: nothing yet), as it goes on the wire: the
+   * {@linkcode META_KEY} entry with the features, the revision the reply
+   * brings it to, `more` when more changes wait and `reset` when it must
+   * forget what it holds first; then one page of the entries changed since
+   * (an entry this view no longer shows as `{"absent": true}`). A quiet
+   * round is a reply of some sixty bytes, whatever the directory's size.
+   */
+  pagedDirectory(link: Link, since: number, ownAddress?: string): EncodedDirectory {
+    const view = this.#view(link.features, ownAddress);
+    const log = view.log!;
+    // A revision of another log (another view, or a view made anew) says nothing here.
+    const foreign = since > 0 && link.pagedFrom !== log;
+    link.pagedFrom = log;
+    const page = log.page(
+      foreign ? 0 : since,
+      (name) => this.#fragment(view, name).length || name.length + 20,
+    );
+    const reset = page.reset || foreign;
+    // From nothing, there is nothing to take away: absent entries are left out.
+    const fresh = reset || since === 0;
+    const meta = {
+      features: view.features,
+      rev: page.rev,
+      more: page.more || undefined,
+      reset: reset || undefined,
+    };
+    let text = `{${encodeJson(META_KEY)}: ${encodeJson(meta)}`;
+    for (const name of page.names) {
+      const fragment = this.#fragment(view, name);
+      if (fragment !== "") text += `, ${fragment}`;
+      else if (!fresh) text += `, ${encodeJson(name)}: {"absent": true}`;
+    }
+    const bytes = encoder.encode(text + "}\n");
+    this.counters.pages++;
+    return { parts: [bytes], bytes: bytes.length };
   }
 
   /** Makes room for one more own address's views: the oldest one's go when there are too many. */
@@ -1021,11 +1229,13 @@ export class TrackerState {
    * is kept, whether or not a view shows it.
    */
   #changed(name: string): void {
+    const listed = this.holdings.has(name) || this.records.has(name);
     for (const view of this.#views.values()) {
       view.fragments.delete(name);
       view.reply = null;
+      // Extension "parts": a name no longer listed anywhere is remembered as gone, within bounds.
+      view.log?.touch(name, !listed);
     }
-    const listed = this.holdings.has(name) || this.records.has(name);
     let block = this.#blockOf.get(name);
     if (block && !listed) {
       block.names.delete(name);

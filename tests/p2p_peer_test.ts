@@ -604,7 +604,7 @@ Deno.test("Init lists the shared files with size and SHA-256; a KeepAlive carrie
       port: peer.addr.port,
       files: [{ name: "a.txt", mtime: T0, size: a.length, sha256: sha256(a), by: id }],
       id,
-      features: ["versions", "paths"],
+      features: ["versions", "paths", "parts"],
       deleted: [],
     });
     assert.deepEqual(keepAlive, { port: peer.addr.port });
