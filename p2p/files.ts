@@ -179,6 +179,11 @@ export interface LocalFile extends FileInfo {
 export class HashCache {
   #entries = new Map<string, { key: string; sha256: string }>();
 
+  /** Whether a hash of `name` is cached at all (it may be stale: see {@linkcode HashCache.get}). */
+  has(name: string): boolean {
+    return this.#entries.has(name);
+  }
+
   /** The cached hash of `name` if its size, mtime, ctime and inode are unchanged. */
   get(name: string, info: Deno.FileInfo): string | undefined {
     const hit = this.#entries.get(name);
@@ -287,6 +292,17 @@ export async function listSharedFiles(
           }
           continue;
         }
+        // A plain file whose stat matches the cache was checked and hashed before: one lstat
+        // instead of the open, fstat and folder checks (100,000 files: ~5 s a round saved).
+        // Sync: a few microseconds each, where the async call costs a thread hop (~13 µs).
+        if (entry.isFile && cache.has(path)) {
+          const info = lstatSyncOrNull(`${root}/${path}`);
+          const sha256 = info?.isFile ? cache.get(path, info) : undefined;
+          if (info && sha256 !== undefined) {
+            files.push({ name: path, mtime: wholeSeconds(info), size: info.size, sha256 });
+            continue;
+          }
+        }
         const file = await hashShared(dir, path, ignore, cache, buffer).catch((err) => {
           if (!(err instanceof RefusedError)) throw err;
           if (err.message !== NO_SUCH_FILE) skip({ path, reason: err.message });
@@ -304,6 +320,15 @@ export async function listSharedFiles(
   }
   cache.prune(new Set(files.map((f) => f.name)));
   return files.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+/** `Deno.lstatSync`, or `null` when the name is gone or cannot be looked at. */
+function lstatSyncOrNull(path: string): Deno.FileInfo | null {
+  try {
+    return Deno.lstatSync(path);
+  } catch {
+    return null;
+  }
 }
 
 /** One listed file: opened as a shared file, hashed (or its hash taken from the cache). */
