@@ -44,6 +44,7 @@ import {
   type BodyOutput,
   copyBody,
   type Destination,
+  encodeHead,
   type Framing,
   hasToken,
   type Header,
@@ -85,6 +86,10 @@ const MAX_IDLE_UPSTREAMS = 8;
 const LOG_TARGET_CHARS = 200;
 /** After a reply, how long a client may take to finish a request body nobody will read. */
 const LINGER_MS = 2000;
+/** Bytes kept per client for the request heads it sends upstream (longer ones get their own). */
+const UP_HEAD_BYTES = 4 * 1024;
+/** Bytes kept per client for a reply's head and a small body, sent in one write. */
+const DOWN_REPLY_BYTES = 16 * 1024;
 
 const REASONS: Record<number, string> = {
   200: "Connection established",
@@ -241,6 +246,10 @@ class Session {
   readonly clientIo: Connection;
   readonly clientIn: HttpReader;
   readonly upstreams = new Map<string, Upstream>();
+  // Reused for every request: a head is built here, written, and the write awaited before
+  // the next one (fresh buffers per request cost allocation and garbage collection).
+  #upHead = new Uint8Array(UP_HEAD_BYTES);
+  #downReply = new Uint8Array(DOWN_REPLY_BYTES);
   #lastActivity = performance.now();
   #idleTimer: ReturnType<typeof setTimeout> | undefined;
   #waitingForHead = false;
@@ -302,7 +311,8 @@ class Session {
 
   /** Serves one request; resolves with whether the client connection may carry another. */
   async #serveRequest(lines: string[]): Promise<boolean> {
-    const record = this.#newRecord(lines[0].split(" ")[0] ?? "-", lines[0].split(" ")[1] ?? "");
+    const words = lines[0].split(" ");
+    const record = this.#newRecord(words[0] ?? "-", words[1] ?? "");
     let head: RequestHead;
     let framing: Framing | null = null;
     try {
@@ -350,32 +360,45 @@ class Session {
     keepAlive: boolean,
     record: RequestLog,
   ): Promise<boolean> {
-    const headers = withoutHopByHop(head.headers).filter((h) =>
-      // Absolute form: the URL's host wins over any Host header (RFC 9112 section 3.2.2).
-      h.name.toLowerCase() !== "host"
-    );
-    headers.unshift({ name: "Host", value: dest.authority });
+    // Absolute form: the URL's host wins over any Host header (RFC 9112 section 3.2.2).
+    const headers: Header[] = [{ name: "Host", value: dest.authority }];
+    for (const h of withoutHopByHop(head.headers)) {
+      if (h.name.length !== 4 || h.name.toLowerCase() !== "host") headers.push(h);
+    }
     headers.push({ name: "Via", value: `${head.version.slice(5)} ${this.options.via}` });
     if (framing.kind === "chunked") headers.push({ name: "Transfer-Encoding", value: "chunked" });
     if (!keepAlive) headers.push({ name: "Connection", value: "close" });
-    const requestHead = serializeHead(`${head.method} ${dest.path} HTTP/1.1`, headers);
+    const startLine = `${head.method} ${dest.path} HTTP/1.1`;
+    const headBytes = encodeHead(startLine, headers, this.#upHead);
+    // The buffer is free again: the previous request's head was written (`sending` awaited).
+    const requestHead = headBytes >= 0
+      ? this.#upHead.subarray(0, headBytes)
+      : serializeHead(startLine, headers);
 
     for (let attempt = 0;; attempt++) {
-      const { up, reused } = await this.#upstreamFor(dest);
+      // A kept connection is at hand without waiting; only a new one is awaited.
+      const key = formatAddr(dest);
+      const kept = this.upstreams.get(key);
+      const reused = kept !== undefined;
+      const up = kept ?? await this.#newUpstream(dest, key);
       // The body goes up while the answer comes down: a target may answer early (or send
       // 100 Continue), and must not wait on us.
-      let sent = false;
+      let isSent = false;
       let sendFailure: unknown = null;
-      const sending = (async () => {
-        await writeAll(up.io, requestHead);
-        record.up += requestHead.length;
-        if (framing.kind !== "none") {
-          record.up += await copyBody(this.clientIn, up.io, framing);
-        }
-        sent = true;
-      })().catch((err) => {
+      const sent = (bytes: number) => {
+        record.up += bytes;
+        isSent = true;
+      };
+      const failed = (err: unknown) => {
         sendFailure = err;
-      });
+      };
+      const sending = framing.kind === "none"
+        ? writeAll(up.io, requestHead).then(() => sent(requestHead.length), failed)
+        : (async () => {
+          await writeAll(up.io, requestHead);
+          record.up += requestHead.length;
+          sent(await copyBody(this.clientIn, up.io, framing));
+        })().catch(failed);
 
       let response: ResponseHead;
       try {
@@ -404,7 +427,7 @@ class Session {
         up,
         record,
         keepAlive,
-        () => sent,
+        () => isSent,
         sending,
         () => sendFailure,
       );
@@ -445,12 +468,23 @@ class Session {
     if (closeClient) headers.push({ name: "Connection", value: "close" });
     else if (oldClient) headers.push({ name: "Connection", value: "keep-alive" });
     record.status = response.status;
-    const replyHead = serializeHead(
-      `HTTP/1.1 ${response.status} ${response.reason}`.trimEnd(),
-      headers,
-    );
+    const statusLine = `HTTP/1.1 ${response.status} ${response.reason}`.trimEnd();
     try {
-      record.down += await copyBody(up.reader, this.clientIo, framing, output, replyHead);
+      // A small reply whose body is all here already (the usual case): head and body in one
+      // write from the reused buffer. Anything else streams through copyBody.
+      const bodyBytes = framing.kind === "length" ? framing.bytes : 0;
+      const headBytes = (framing.kind === "length" || framing.kind === "none") &&
+          up.reader.buffered >= bodyBytes
+        ? encodeHead(statusLine, headers, this.#downReply)
+        : -1;
+      if (headBytes >= 0 && headBytes + bodyBytes <= this.#downReply.length) {
+        this.#downReply.set(up.reader.takeChunk(bodyBytes), headBytes);
+        await writeAll(this.clientIo, this.#downReply.subarray(0, headBytes + bodyBytes));
+        record.down += headBytes + bodyBytes;
+      } else {
+        const replyHead = serializeHead(statusLine, headers);
+        record.down += await copyBody(up.reader, this.clientIo, framing, output, replyHead);
+      }
     } catch (err) {
       // Cut in the middle: the client sees a short reply and the end of the connection.
       this.#dropUpstream(up);
@@ -479,11 +513,14 @@ class Session {
   /** Reads answers until a final one, passing 1xx on to HTTP/1.1 clients. */
   async #readFinalHead(up: Upstream, head: RequestHead, record: RequestLog): Promise<ResponseHead> {
     while (true) {
-      const lines = await up.reader.readHead().catch((err) => {
+      let lines: string[] | null;
+      try {
+        lines = await up.reader.readHead();
+      } catch (err) {
         throw err instanceof HttpError
           ? new HttpError(502, `the target sent a bad response: ${err.message}`)
           : err;
-      });
+      }
       if (lines === null) throw new Error("end of data");
       const response = parseResponseHead(lines);
       if (response.status === 101) {
@@ -531,11 +568,8 @@ class Session {
     }
   }
 
-  /** The kept connection to this host, or a new one. */
-  async #upstreamFor(dest: Destination): Promise<{ up: Upstream; reused: boolean }> {
-    const key = formatAddr(dest);
-    const kept = this.upstreams.get(key);
-    if (kept) return { up: kept, reused: true };
+  /** A new connection to this host (`key`), kept for the requests after this one. */
+  async #newUpstream(dest: Destination, key: string): Promise<Upstream> {
     if (this.upstreams.size >= MAX_IDLE_UPSTREAMS) {
       this.#dropUpstream(this.upstreams.values().next().value!);
     }
@@ -543,7 +577,7 @@ class Session {
     const io = this.#watched(conn);
     const up = { key, conn, io, reader: new HttpReader(io) };
     this.upstreams.set(key, up);
-    return { up, reused: false };
+    return up;
   }
 
   /** Connects to a target; refusals become 502, silence 504, ourselves 508. */
@@ -630,20 +664,22 @@ class Session {
     );
   }
 
-  /** A view of `conn` whose every read and write counts as activity for the idle timer. */
+  /**
+   * A view of `conn` whose every read and write counts as activity for the
+   * idle timer. The time is taken when the call starts: the handler starts
+   * its next read or write as soon as one ends, so that is when one ended,
+   * without a promise more per call.
+   */
   #watched(conn: Connection): Connection {
-    const touch = () => this.#lastActivity = performance.now();
     return {
-      read: (p) =>
-        conn.read(p).then((n) => {
-          touch();
-          return n;
-        }),
-      write: (p) =>
-        conn.write(p).then((n) => {
-          touch();
-          return n;
-        }),
+      read: (p) => {
+        this.#lastActivity = performance.now();
+        return conn.read(p);
+      },
+      write: (p) => {
+        this.#lastActivity = performance.now();
+        return conn.write(p);
+      },
       closeWrite: () => conn.closeWrite(),
       close: () => conn.close(),
       get remoteAddr() {

@@ -107,6 +107,17 @@ export class HttpReader {
    * @throws {HttpError} 400 for an over-long line or head, or a head cut short.
    */
   async readHead(): Promise<string[] | null> {
+    // A head nearly always arrives whole in one read: then it is cut out of the buffer in
+    // one pass, decoded once and split once. Otherwise, line by line as it comes in.
+    if (this.#end === this.#start && !this.#eof) {
+      // As #fill() does with nothing buffered, without its promise.
+      this.#start = this.#end = 0;
+      const n = await this.#src.read(this.#buffer);
+      if (n === null) this.#eof = true;
+      else this.#end = n;
+    }
+    const whole = this.#wholeHead();
+    if (whole !== null) return whole;
     const lines: string[] = [];
     let headBytes = 0;
     while (true) {
@@ -116,15 +127,63 @@ export class HttpReader {
         throw new HttpError(400, "the request ended in the middle of its head");
       }
       headBytes += line.length + 2;
-      if (headBytes > MAX_HEAD_BYTES) {
-        throw new HttpError(400, `head longer than ${MAX_HEAD_BYTES} bytes`);
-      }
+      if (headBytes > MAX_HEAD_BYTES) throw headTooLong();
       if (line === "") {
         if (lines.length === 0) continue; // a stray CRLF between requests
         return lines;
       }
       lines.push(line);
     }
+  }
+
+  /**
+   * The buffered head's lines, exactly as reading it line by line would give
+   * them (and with the same errors), or `null` when its blank line has not
+   * arrived yet. Consumes nothing unless it returns lines.
+   */
+  #wholeHead(): string[] | null {
+    const buf = this.#buffer;
+    const end = this.#end;
+    let at = this.#start;
+    let headBytes = 0;
+    // Stray line ends before the request line: skipped, but they count toward the head.
+    while (at < end) {
+      if (buf[at] === 0x0a) at += 1;
+      else if (buf[at] === 0x0d && at + 1 < end && buf[at + 1] === 0x0a) at += 2;
+      else break;
+      headBytes += 2;
+    }
+    if (headBytes > MAX_HEAD_BYTES) throw headTooLong();
+    if (at === end) return null;
+    // The head ends at a line end followed by an empty line (CRLF or bare LF).
+    let lf = buf.indexOf(0x0a, at);
+    let rest: number;
+    while (true) {
+      if (lf < 0 || lf >= end) return null; // bytes past #end are stale
+      const next = lf + 1;
+      if (next < end && buf[next] === 0x0a) {
+        rest = next + 1;
+        break;
+      }
+      if (next + 1 < end && buf[next] === 0x0d && buf[next + 1] === 0x0a) {
+        rest = next + 2;
+        break;
+      }
+      if (next >= end || (next + 1 === end && buf[next] === 0x0d)) return null;
+      lf = buf.indexOf(0x0a, next);
+    }
+    const lines = latin1(buf.subarray(at, lf)).split("\n");
+    for (let i = 0; i < lines.length; i++) {
+      let line = lines[i];
+      if (line.charCodeAt(line.length - 1) === 0x0d) lines[i] = line = line.slice(0, -1);
+      if (line.length > MAX_LINE_BYTES) throw lineTooLong("header line");
+      headBytes += line.length + 2;
+      if (headBytes > MAX_HEAD_BYTES) throw headTooLong();
+    }
+    // The blank line counts too.
+    if (headBytes + 2 > MAX_HEAD_BYTES) throw headTooLong();
+    this.#start = rest;
+    return lines;
   }
 
   /** Whether bytes of a head have arrived that do not make a whole head yet. */
@@ -162,6 +221,14 @@ export class HttpReader {
       }
       this.#end = n;
     }
+    return this.takeChunk(max);
+  }
+
+  /**
+   * Up to `max` of the bytes already read ahead, without reading: a view
+   * into this reader's buffer, valid until the next read (empty when none).
+   */
+  takeChunk(max: number): Uint8Array {
     const n = Math.min(max, this.#end - this.#start);
     const chunk = this.#buffer.subarray(this.#start, this.#start + n);
     this.#start += n;
@@ -218,6 +285,10 @@ export class HttpReader {
   }
 }
 
+function headTooLong(): HttpError {
+  return new HttpError(400, `head longer than ${MAX_HEAD_BYTES} bytes`);
+}
+
 function lineTooLong(what: string): HttpError {
   return new HttpError(400, `${what} longer than ${MAX_LINE_BYTES} bytes`);
 }
@@ -227,15 +298,10 @@ const asciiEncoder = new TextEncoder();
 
 /** Bytes to text, one UTF-16 unit per byte, so nothing is lost on the way back. */
 function latin1(bytes: Uint8Array): string {
-  // Nearly every head is plain ASCII, which the native decoder reads fastest.
-  let ascii = true;
-  for (let i = 0; i < bytes.length; i++) {
-    if (bytes[i] >= 0x80) {
-      ascii = false;
-      break;
-    }
-  }
-  if (ascii) return asciiDecoder.decode(bytes);
+  // Nearly every head is plain ASCII, which the native decoder reads fastest. It was ASCII
+  // when each byte became one character and none became U+FFFD (a byte UTF-8 rejects).
+  const text = asciiDecoder.decode(bytes);
+  if (text.length === bytes.length && !text.includes("\ufffd")) return text;
   let out = "";
   for (let i = 0; i < bytes.length; i += 4096) {
     out += String.fromCharCode(...bytes.subarray(i, i + 4096));
@@ -245,34 +311,59 @@ function latin1(bytes: Uint8Array): string {
 
 /** Text made by {@linkcode latin1} back to bytes. */
 export function latin1Bytes(text: string): Uint8Array<ArrayBuffer> {
-  // deno-lint-ignore no-control-regex -- the ASCII range, for the native encoder's fast path
-  if (/^[\x00-\x7f]*$/.test(text)) return asciiEncoder.encode(text);
+  // UTF-8 has one byte per character exactly when every character is ASCII: then the
+  // native encoder's answer is the latin1 one, found without scanning the text first.
+  const utf8 = asciiEncoder.encode(text);
+  if (utf8.length === text.length) return utf8;
   const out = new Uint8Array(text.length);
   for (let i = 0; i < text.length; i++) out[i] = text.charCodeAt(i);
   return out;
 }
 
-/** A token (method, header name): RFC 9110's tchar. */
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-/** Control characters other than tab: never allowed in a header value or a target. */
-// deno-lint-ignore no-control-regex -- finding control characters is the point
-const CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/;
+/** Which ASCII codes are RFC 9110's tchar (the characters of a method or header name). */
+const TCHAR = new Uint8Array(128);
+for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") {
+  TCHAR[c.charCodeAt(0)] = 1;
+}
 
-/** Splits header lines into names and values. */
-function parseHeaders(lines: string[], fail: (why: string) => Error): Header[] {
-  return lines.map((line) => {
-    if (line[0] === " " || line[0] === "\t") {
+/** Whether `text[from, to)` is a token: one or more tchar. Checked for every header name. */
+function isToken(text: string, from = 0, to = text.length): boolean {
+  if (to <= from) return false;
+  for (let i = from; i < to; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 128 || TCHAR[c] === 0) return false;
+  }
+  return true;
+}
+
+/** Whether `text` holds a control character other than tab: never allowed in a value or target. */
+function hasControl(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if ((c < 0x20 && c !== 0x09) || c === 0x7f) return true;
+  }
+  return false;
+}
+
+/** Splits header lines (from `lines[from]` on) into names and values. */
+function parseHeaders(lines: string[], from: number, fail: (why: string) => Error): Header[] {
+  const headers: Header[] = [];
+  for (let i = from; i < lines.length; i++) {
+    const line = lines[i];
+    const first = line.charCodeAt(0);
+    if (first === 0x20 || first === 0x09) {
       throw fail("folded header lines (starting with a space) are not allowed");
     }
     const colon = line.indexOf(":");
-    const name = line.slice(0, colon);
-    if (colon <= 0 || !TOKEN.test(name)) {
+    if (colon <= 0 || !isToken(line, 0, colon)) {
       throw fail(`bad header line ${JSON.stringify(line.slice(0, 40))}`);
     }
+    const name = line.slice(0, colon);
     const value = line.slice(colon + 1).trim();
-    if (CONTROL.test(value)) throw fail(`control character in header ${name}`);
-    return { name, value };
-  });
+    if (hasControl(value)) throw fail(`control character in header ${name}`);
+    headers.push({ name, value });
+  }
+  return headers;
 }
 
 /**
@@ -290,15 +381,15 @@ function parseHeaders(lines: string[], fail: (why: string) => Error): Header[] {
 export function parseRequestHead(lines: string[]): RequestHead {
   const bad = (why: string) => new HttpError(400, why);
   const parts = lines[0].split(" ");
-  if (parts.length !== 3 || !TOKEN.test(parts[0]) || parts[1] === "") {
+  if (parts.length !== 3 || !isToken(parts[0]) || parts[1] === "") {
     throw bad(`bad request line ${JSON.stringify(lines[0].slice(0, 60))}`);
   }
   const [method, target, version] = parts;
   if (version !== "HTTP/1.1" && version !== "HTTP/1.0") {
     throw bad(`unsupported HTTP version ${JSON.stringify(version.slice(0, 20))}`);
   }
-  if (CONTROL.test(target)) throw bad("control character in the request target");
-  return { method, target, version, headers: parseHeaders(lines.slice(1), bad) };
+  if (hasControl(target)) throw bad("control character in the request target");
+  return { method, target, version, headers: parseHeaders(lines, 1, bad) };
 }
 
 /**
@@ -308,29 +399,59 @@ export function parseRequestHead(lines: string[]): RequestHead {
  */
 export function parseResponseHead(lines: string[]): ResponseHead {
   const bad = (why: string) => new HttpError(502, `the target sent a bad response: ${why}`);
-  const match = /^(HTTP\/1\.[01]) (\d{3})(?: (.*))?$/.exec(lines[0]);
-  if (!match) throw bad(`status line ${JSON.stringify(lines[0].slice(0, 60))}`);
+  // "HTTP/1.x NNN" and, after one more space, a reason of anything but CR (it may be empty).
+  const line = lines[0];
+  const version = line.slice(0, 8);
+  if (
+    (version !== "HTTP/1.1" && version !== "HTTP/1.0") || line.charCodeAt(8) !== 0x20 ||
+    !isDigit(line, 9) || !isDigit(line, 10) || !isDigit(line, 11) ||
+    (line.length > 12 && (line.charCodeAt(12) !== 0x20 || line.includes("\r", 13)))
+  ) {
+    throw bad(`status line ${JSON.stringify(line.slice(0, 60))}`);
+  }
   return {
-    version: match[1],
-    status: Number(match[2]),
-    reason: match[3] ?? "",
-    headers: parseHeaders(lines.slice(1), bad),
+    version,
+    status: Number(line.slice(9, 12)),
+    reason: line.slice(13),
+    headers: parseHeaders(lines, 1, bad),
   };
+}
+
+function isDigit(text: string, at: number): boolean {
+  const c = text.charCodeAt(at);
+  return c >= 0x30 && c <= 0x39;
 }
 
 /** Values of every header called `name` (any case), comma lists split and trimmed. */
 export function headerList(headers: Header[], name: string): string[] {
   const lower = name.toLowerCase();
-  return headers
-    .filter((h) => h.name.toLowerCase() === lower)
-    .flatMap((h) => h.value.split(","))
-    .map((v) => v.trim())
-    .filter((v) => v !== "");
+  const values: string[] = [];
+  for (const h of headers) {
+    if (!isNamed(h, lower)) continue;
+    for (const part of h.value.split(",")) {
+      const v = part.trim();
+      if (v !== "") values.push(v);
+    }
+  }
+  return values;
+}
+
+/** Whether `h` is called `lower` (given in lower case), in any case; the length is compared first. */
+function isNamed(h: Header, lower: string): boolean {
+  return h.name.length === lower.length && h.name.toLowerCase() === lower;
 }
 
 /** Whether a `Connection`-style list holds `token` (any case). */
 export function hasToken(headers: Header[], name: string, token: string): boolean {
-  return headerList(headers, name).some((v) => v.toLowerCase() === token);
+  const lower = name.toLowerCase();
+  for (const h of headers) {
+    if (!isNamed(h, lower)) continue;
+    for (const part of h.value.split(",")) {
+      const v = part.trim();
+      if (v !== "" && v.toLowerCase() === token) return true;
+    }
+  }
+  return false;
 }
 
 /** Headers meant for one hop only: never forwarded as they are. */
@@ -361,11 +482,14 @@ const HOP_BY_HOP = new Set([
  * ```
  */
 export function withoutHopByHop(headers: Header[]): Header[] {
-  const listed = new Set(headerList(headers, "connection").map((v) => v.toLowerCase()));
-  return headers.filter((h) => {
+  const named = headerList(headers, "connection");
+  const listed = named.length === 0 ? null : new Set(named.map((v) => v.toLowerCase()));
+  const kept: Header[] = [];
+  for (const h of headers) {
     const lower = h.name.toLowerCase();
-    return !HOP_BY_HOP.has(lower) && !listed.has(lower);
-  });
+    if (!HOP_BY_HOP.has(lower) && !listed?.has(lower)) kept.push(h);
+  }
+  return kept;
 }
 
 /** Where a request is meant to go, read from its target (and `Host` for origin form). */
@@ -423,16 +547,28 @@ export function parseDestination(head: RequestHead): Destination {
   return { ...readAuthority(hosts[0].value, 80), path: head.target, authority: hosts[0].value };
 }
 
+/** Authorities read lately, by default port and text: a client names the same few hosts again and again. */
+const authorities = new Map<string, HostPort>();
+/** Entries kept in `authorities` before it starts over. */
+const MAX_CACHED_AUTHORITIES = 256;
+
 /** `host[:port]` with one-line reasons; IPv6 in brackets. */
 function readAuthority(text: string, defaultPort: number | undefined): HostPort {
+  const key = `${defaultPort ?? ""} ${text}`;
+  const known = authorities.get(key);
+  if (known) return { hostname: known.hostname, port: known.port };
   if (text === "") throw new HttpError(400, "no host in the request target");
   if (text.includes("@")) throw new HttpError(400, "user names in URLs are not accepted");
+  let read: HostPort;
   try {
     const { hostname, port } = parseHostPort(text, "the target", defaultPort);
-    return { hostname: hostname.toLowerCase().replace(/\.$/, ""), port };
+    read = { hostname: hostname.toLowerCase().replace(/\.$/, ""), port };
   } catch (err) {
     throw new HttpError(400, (err as Error).message);
   }
+  if (authorities.size >= MAX_CACHED_AUTHORITIES) authorities.clear();
+  authorities.set(key, read);
+  return { hostname: read.hostname, port: read.port };
 }
 
 /**
@@ -492,9 +628,33 @@ function contentLength(headers: Header[], fail: (why: string) => Error): number 
 
 /** A head's bytes: the start line, the headers, the blank line. */
 export function serializeHead(startLine: string, headers: Header[]): Uint8Array<ArrayBuffer> {
+  return latin1Bytes(headText(startLine, headers));
+}
+
+/**
+ * Writes a head's bytes (as {@linkcode serializeHead} makes them) into the
+ * start of `out`, a buffer the caller reuses, and returns how many there
+ * are; `-1` when they do not fit or are not all ASCII (then use
+ * `serializeHead`).
+ *
+ * @example
+ * ```ts
+ * import { encodeHead } from "./http1.ts";
+ * const out = new Uint8Array(1024);
+ * encodeHead("HTTP/1.1 204 No Content", [{ name: "Via", value: "1.1 lab" }], out); // 41
+ * ```
+ */
+export function encodeHead(startLine: string, headers: Header[], out: Uint8Array): number {
+  const text = headText(startLine, headers);
+  const { read, written } = asciiEncoder.encodeInto(text, out);
+  // Any character past ASCII takes two UTF-8 bytes: the counts part, and latin1 is needed.
+  return read === text.length && written === read ? written : -1;
+}
+
+function headText(startLine: string, headers: Header[]): string {
   let text = `${startLine}\r\n`;
   for (const h of headers) text += `${h.name}: ${h.value}\r\n`;
-  return latin1Bytes(`${text}\r\n`);
+  return `${text}\r\n`;
 }
 
 /** How {@linkcode copyBody} writes what it reads. */
@@ -520,6 +680,15 @@ export async function copyBody(
   output: BodyOutput = "same",
   first: Uint8Array = new Uint8Array(0),
 ): Promise<number> {
+  if (framing.kind === "length" && src.buffered >= framing.bytes) {
+    // The whole body is here already (a small reply): it leaves with the head in one write.
+    const body = src.takeChunk(framing.bytes);
+    const bytes = new Uint8Array(first.length + body.length);
+    bytes.set(first);
+    bytes.set(body, first.length);
+    await writeAll(dst, bytes);
+    return bytes.length;
+  }
   let written = 0;
   let pending: Uint8Array | null = first.length > 0 ? first : null;
   // The head goes out with the first piece of body in one write (one packet for small
