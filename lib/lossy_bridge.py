@@ -6,10 +6,17 @@ that a fraction of the IPv4 frames (10% unless told) is dropped at random,
 in each direction on its own. Two hosts joined through it see a lossy link:
 their kernels' TCP retransmits what was lost, while UDP simply loses it.
 
+With `--delay-ms N` every frame that survives is also held back N ms in
+each direction (so a round trip takes 2N ms more), in order, as a long
+cable would: a slow, lossy link such as `tc qdisc ... netem delay 100ms
+loss 5%` gives (bench/p2p_badnet.ts uses it so). Without it, frames go on at
+once, as before.
+
 Run it as root, in the network namespace that holds the two interfaces
 (lib/tcp_vs_udp.ts does this with `ip netns exec`):
 
     python3 lib/lossy_bridge.py veth-a veth-b --loss 0.1 --seed 7
+    python3 lib/lossy_bridge.py veth-a veth-b --loss 0.05 --delay-ms 100
 
 It prints one "bridging" line once both sockets are open, and on SIGTERM or
 Ctrl-C one line per direction with what it forwarded and dropped.
@@ -23,12 +30,14 @@ Only the standard library is used.
 """
 
 import argparse
+import collections
 import random
 import select
 import signal
 import socket
 import struct
 import sys
+import time
 
 # Socket option numbers from <linux/if_packet.h>; Python's socket module names none of them.
 SOL_PACKET = 263
@@ -48,6 +57,10 @@ VNET_HDR_BYTES = 10
 # The largest frame to expect: a TCP "super-segment" of up to 64 KiB that the sender's kernel
 # left for the network card to cut up (segmentation offload), plus headers.
 MAX_FRAME_BYTES = 65536 + 1024
+# With --delay-ms, the most bytes one direction may hold waiting out the delay: a router's buffer.
+# A frame that would go over it is dropped and counted as "overflowed", as a full queue drops.
+# 32 MiB held for 100 ms is 320 MB/s, more than a link this script can carry anyway.
+MAX_QUEUED_BYTES = 32 * 1024 * 1024
 
 
 def open_interface(name):
@@ -75,19 +88,25 @@ def is_ipv4(frame):
 
 
 class Direction:
-    """One way across the bridge, with its own random generator and counters."""
+    """One way across the bridge, with its own random generator, counters and delay queue."""
 
-    def __init__(self, source, target, name, loss, seed):
+    def __init__(self, source, target, name, loss, seed, delay=0.0):
         self.source = source
         self.target = target
         self.name = name
         self.loss = loss
+        self.delay = delay  # seconds each frame is held back; 0 sends it on at once
         # A generator per direction: which frames one way loses does not depend on how the
         # frames of the two ways happen to interleave.
         self.random = random.Random(seed)
         self.forwarded = 0
         self.dropped = 0
         self.passed = 0  # frames that are not IPv4 (ARP, IPv6): never dropped
+        self.overflowed = 0  # frames dropped because the delay queue was full
+        # Frames waiting out the delay, oldest first, with the monotonic time each is due: every
+        # frame waits the same time, so the queue stays in arrival order and the link keeps order.
+        self.queue = collections.deque()
+        self.queued_bytes = 0
 
     def carry_one(self):
         """Reads one frame from the source and sends it on, unless it is to be lost."""
@@ -103,13 +122,36 @@ class Direction:
             return  # lost: the sender hears nothing, exactly as on a bad link
         else:
             self.forwarded += 1
-        self.target.send(frame)
+        if self.delay == 0:
+            self.target.send(frame)
+            return
+        # Loss first, then delay: a dropped frame never takes room in the queue.
+        if self.queued_bytes + len(frame) > MAX_QUEUED_BYTES:
+            self.overflowed += 1
+            return
+        self.queue.append((time.monotonic() + self.delay, frame))
+        self.queued_bytes += len(frame)
+
+    def release_due(self, now):
+        """Sends every queued frame whose delay is over; returns seconds until the next is due."""
+        while self.queue and self.queue[0][0] <= now:
+            _, frame = self.queue.popleft()
+            self.queued_bytes -= len(frame)
+            try:
+                self.target.send(frame)
+            except OSError:
+                # The interface's own queue is full (ENOBUFS): a real link loses the frame too.
+                self.overflowed += 1
+        return self.queue[0][0] - now if self.queue else None
 
     def summary(self):
-        return (
+        line = (
             f"{self.name}: forwarded {self.forwarded} IPv4 frames, dropped {self.dropped}"
             f" ({self.passed} other frames passed)"
         )
+        if self.delay:
+            line += f", each held {self.delay * 1000:g} ms; {self.overflowed} overflowed the queue"
+        return line
 
 
 def stop(_signum, _frame):
@@ -125,28 +167,43 @@ def main():
         "--loss", type=float, default=0.1, help="fraction of IPv4 frames to drop each way (default 0.1)"
     )
     parser.add_argument("--seed", type=int, help="seed for the random drops, to repeat a run")
+    parser.add_argument(
+        "--delay-ms",
+        type=float,
+        default=0,
+        help="milliseconds every frame is held back, each way (default 0: sent on at once)",
+    )
     args = parser.parse_args()
     if not 0 <= args.loss <= 1:
         parser.error(f"--loss must be from 0 to 1, got {args.loss}")
+    if not 0 <= args.delay_ms <= 60_000:
+        parser.error(f"--delay-ms must be from 0 to 60000, got {args.delay_ms:g}")
+    delay = args.delay_ms / 1000
     seed = args.seed if args.seed is not None else random.randrange(2**31)
 
     signal.signal(signal.SIGTERM, stop)
     a, b = open_interface(args.a), open_interface(args.b)
     ways = {
-        a: Direction(a, b, f"{args.a} -> {args.b}", args.loss, seed),
-        b: Direction(b, a, f"{args.b} -> {args.a}", args.loss, seed + 1),
+        a: Direction(a, b, f"{args.a} -> {args.b}", args.loss, seed, delay),
+        b: Direction(b, a, f"{args.b} -> {args.a}", args.loss, seed + 1, delay),
     }
+    delayed = f", holding every frame {args.delay_ms:g} ms each way" if delay else ""
     print(
         f"bridging {args.a} <-> {args.b}, dropping {args.loss * 100:g}% of IPv4 frames each way"
-        f" (seed {seed})",
+        f"{delayed} (seed {seed})",
         flush=True,
     )
     try:
+        timeout = None  # no frame waiting: sleep until one arrives
         while True:
-            # Wait until either interface has a frame, then carry it across.
-            ready, _, _ = select.select([a, b], [], [])
+            # Wait until either interface has a frame (or a delayed one is due), carry it across.
+            ready, _, _ = select.select([a, b], [], [], timeout)
             for sock in ready:
                 ways[sock].carry_one()
+            if delay:
+                now = time.monotonic()
+                waits = [w for w in (way.release_due(now) for way in ways.values()) if w is not None]
+                timeout = min(waits) if waits else None
     except KeyboardInterrupt:
         pass
     finally:
