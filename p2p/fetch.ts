@@ -1,8 +1,11 @@
 /**
  * The peer's step 4 (handout 002, peer to peer again): fetch what the plan
- * (`plan.ts`) chose. A queue that the plan replaces every round, a few
- * downloads at once, each trying the file's holders in order; a holder that
- * fails is remembered, so the next plan tries it last. Each download checks
+ * (`plan.ts`) chose. A queue that the plan replaces every round, each
+ * download trying the file's holders in order; a holder that fails is
+ * remembered, so the next plan tries it last. Small files share pipelined
+ * connections with holders that accepted "pipeline", big ones stream one per
+ * connection and resume from their partial file with holders that accepted
+ * "range"; how many files are in flight adapts to the link. Each download checks
  * the length and SHA-256 before the file gets its name (`files.ts`).
  *
  * A failure that is this machine's own (a full disk, a read-only folder, no
@@ -30,15 +33,42 @@ import { formatBytes, type Log, printLog } from "../lib/log.ts";
 import { fits, freeBytes } from "./disk_space.ts";
 import {
   downloadFile,
+  type DownloadOptions,
   type DownloadResult,
   type HashCache,
+  HolderConnection,
   LocalChangeError,
   LocalDiskError,
+  type Partial,
+  PARTIAL_KEEP_MS,
+  removeStaleTempFiles,
+  tempNameFor,
 } from "./files.ts";
-import { sourceName, type Wanted } from "./plan.ts";
+import { type Source, sourceAddr, sourceName, type Wanted } from "./plan.ts";
 
-/** Files fetched at once; more wait their turn. */
+/** Big files (one connection each) fetched at once; more wait their turn. */
 export const PARALLEL_DOWNLOADS = 4;
+/** Files in flight at first; the window then adapts to the link (see `#adapt`). */
+export const INITIAL_IN_FLIGHT = 16;
+/** Files in flight at least and at most, whatever the link does. */
+const MIN_IN_FLIGHT = 2;
+const MAX_IN_FLIGHT = 128;
+/** Throughput is measured over at least this long before the window changes. */
+const SAMPLE_MS = 200; // milliseconds
+/** A file's cost beside its bytes when throughput is measured (a request, a rename). */
+const FILE_COST_BYTES = 64 * 1024; // bytes
+/** Files up to this size share a pipelined connection with a holder that accepted "pipeline". */
+export const PIPELINE_MAX_FILE_BYTES = 1024 * 1024; // bytes
+/** Requests outstanding on one pipelined connection before another one is opened. */
+export const PIPELINE_DEPTH = 16;
+/** Body bytes outstanding on one pipelined connection before another one is opened. */
+const PIPELINE_MAX_BYTES = 4 * 1024 * 1024; // bytes
+/** Pipelined connections to one holder at most. */
+const CONNECTIONS_PER_HOLDER = 4;
+/** A pipelined connection with nothing to do is closed after this (the holder's own limit is 10 s). */
+const POOL_IDLE_MS = 2_000; // milliseconds
+/** Partial downloads of versions no longer wanted are looked for at most this often. */
+const PARTIAL_SWEEP_MS = 60_000; // milliseconds
 /** Files at least this big get a progress line on a terminal. */
 const PROGRESS_MIN_BYTES = 16 * 1024 * 1024; // bytes
 /** Time between progress line updates. */
@@ -82,6 +112,11 @@ export interface DownloadQueueOptions {
   progress?: boolean;
   /** Where lines go. @default {console.log} */
   log?: Log;
+  /**
+   * Files in flight at first; the window then grows while throughput rises
+   * and halves when downloads fail. @default {INITIAL_IN_FLIGHT}
+   */
+  initialInFlight?: number;
   /** Called when a file is in place: the peer records the version it now holds. */
   onDownloaded?: (name: string, wanted: Wanted, result: DownloadResult) => void;
   /**
@@ -97,6 +132,20 @@ export interface DownloadQueueOptions {
   localRetryFirstMs?: number;
 }
 
+/** One download in flight, as {@linkcode DownloadQueue.transfers} shows it. */
+export interface Transfer {
+  /** The file's name (a relative path with "paths"). */
+  name: string;
+  /** The holder it comes from, `ip:port`. */
+  from: string;
+  /** Bytes received so far. */
+  bytes: number;
+  /** Bytes in the whole file (0 until the holder's header came). */
+  size: number;
+  /** Average bytes per second since this attempt started. */
+  rate: number;
+}
+
 /** The downloads a peer runs: the queue the plan sets, and the ones in flight. */
 export class DownloadQueue {
   /** Downloads finished since {@linkcode DownloadQueue.forgetRecent}: name to whole-second mtime. */
@@ -109,6 +158,23 @@ export class DownloadQueue {
   /** Waiting to be fetched, by name; replaced by every plan. */
   #queue = new Map<string, Wanted>();
   #inFlight = new Map<string, Promise<void>>();
+  /** What each download in flight fetches (its version decides which partial files stay). */
+  #inFlightWanted = new Map<string, Wanted>();
+  /** Big files (own connection) in flight. */
+  #big = 0;
+  /** The window: files in flight at most, adapted to the link. */
+  #limit: number;
+  /** Whether the window grows fast (doubling) until throughput stops rising. */
+  #slowStart = true;
+  /** Throughput of the last sample (bytes/ms, files counted as FILE_COST_BYTES), 0: none yet. */
+  #lastRate = 0;
+  /** The running sample: since when, what finished, and whether files had to wait for the window. */
+  #sample = { start: performance.now(), bytes: 0, files: 0, full: false };
+  /** Pipelined connections by holder (`ip:port`). */
+  #pool = new Map<string, Pooled[]>();
+  /** When partial files were last looked through (`performance.now()`), -Infinity: never. */
+  #lastSweep = -Infinity;
+  #sweep: Promise<void> | null = null;
   /** The whole folder's wait, when nothing can be written there. */
   #folderBlock: Backoff | null = null;
   /** Waits of single files (too big for the free space, say), by name. */
@@ -122,6 +188,12 @@ export class DownloadQueue {
   constructor(options: DownloadQueueOptions) {
     this.#options = options;
     this.#log = options.log ?? printLog;
+    this.#limit = options.initialInFlight ?? INITIAL_IN_FLIGHT;
+  }
+
+  /** Files in flight at most now (the adaptive window). */
+  get window(): number {
+    return Math.floor(this.#limit);
   }
 
   /** Names queued now (what the last plan chose and has not started). */
@@ -132,6 +204,44 @@ export class DownloadQueue {
   /** Names being downloaded now. */
   get inFlight(): ReadonlyMap<string, Promise<void>> {
     return this.#inFlight;
+  }
+
+  /** Progress of the downloads in flight, by name (kept by {@linkcode DownloadQueue.transfers}). */
+  #transfers = new Map<string, { from: string; bytes: number; size: number; started: number }>();
+
+  /**
+   * A snapshot of the downloads in flight: what, from whom, how far, and
+   * the average rate of this attempt (bytes per second). Read-only; the peer reports it to our tracker's status page.
+   */
+  get transfers(): Transfer[] {
+    const now = performance.now();
+    const out: Transfer[] = [];
+    for (const [name, t] of this.#transfers) {
+      // A download that ended leaves its entry here until the next look.
+      if (!this.#inFlight.has(name)) {
+        this.#transfers.delete(name);
+        continue;
+      }
+      const seconds = (now - t.started) / 1000;
+      const rate = seconds > 0 ? Math.round(t.bytes / seconds) : 0;
+      out.push({ name, from: t.from, bytes: t.bytes, size: t.size, rate });
+    }
+    return out;
+  }
+
+  /** Wraps a download's progress callback to keep {@linkcode DownloadQueue.transfers} up to date. */
+  #tracked(
+    name: string,
+    from: string,
+    inner?: (received: number, total: number) => void,
+  ): (received: number, total: number) => void {
+    const t = { from, bytes: 0, size: 0, started: performance.now() };
+    this.#transfers.set(name, t);
+    return (received, total) => {
+      t.bytes = received;
+      t.size = total;
+      inner?.(received, total);
+    };
   }
 
   /**
@@ -160,18 +270,21 @@ export class DownloadQueue {
   replace(wanted: Map<string, Wanted>): void {
     this.#queue = wanted;
     this.#checkSpace();
+    this.#sweepPartials();
     this.#pump();
   }
 
-  /** Stops starting downloads and aborts those in flight (their temp files go). */
+  /** Stops starting downloads and aborts those in flight (resumable partial files stay). */
   abort(): void {
     this.#abort.abort();
+    this.#closePool();
   }
 
   /** Empties the queue and waits for the downloads in flight to end. */
   async settled(): Promise<void> {
     this.#queue.clear();
-    await Promise.allSettled([...this.#inFlight.values(), this.#spaceCheck]);
+    await Promise.allSettled([...this.#inFlight.values(), this.#spaceCheck, this.#sweep]);
+    this.#closePool();
   }
 
   get #stopping(): boolean {
@@ -183,12 +296,35 @@ export class DownloadQueue {
     const now = Date.now();
     if (this.#folderBlock !== null && now < this.#folderBlock.until) return;
     for (const [name, wanted] of this.#queue) {
-      if (this.#stopping || this.#inFlight.size >= PARALLEL_DOWNLOADS) break;
+      if (this.#stopping) break;
+      if (this.#inFlight.size >= Math.floor(this.#limit)) {
+        // Files wait for the window: the sample says something about the window's size.
+        this.#sample.full = true;
+        break;
+      }
       const block = this.#fileBlocks.get(name);
       if (block !== undefined && now < block.until) continue;
+      // Never two downloads of one name at once: they would share the version's partial file.
+      // (A plan made while this one started may list it again; it waits until that one ends.)
+      if (this.#inFlight.has(name)) continue;
+      // A big file takes a connection of its own; small ones behind it need not wait.
+      const big = !this.#pipelines(wanted);
+      if (big && this.#big >= PARALLEL_DOWNLOADS) continue;
       this.#queue.delete(name);
+      if (big) this.#big++;
+      this.#inFlightWanted.set(name, wanted);
       const job = this.#fetch(name, wanted).finally(() => {
+        if (big) this.#big--;
         this.#inFlight.delete(name);
+        this.#inFlightWanted.delete(name);
+        // A plan made meanwhile may have queued the version that just arrived: it is here now.
+        const again = this.#queue.get(name);
+        if (
+          again !== undefined && this.recent.get(name) === Math.floor(wanted.entry.mtime) &&
+          again.entry.sha256 === wanted.entry.sha256 && again.entry.mtime === wanted.entry.mtime
+        ) {
+          this.#queue.delete(name);
+        }
         this.#pump();
       });
       this.#inFlight.set(name, job);
@@ -197,39 +333,52 @@ export class DownloadQueue {
 
   /** Fetches one file, trying each holder in turn. */
   async #fetch(name: string, wanted: Wanted): Promise<void> {
-    const { entry, sources, localMtime, byContent } = wanted;
+    const { entry, localMtime, byContent } = wanted;
     const stats = this.#options.stats;
+    const sources = await this.#order(name, wanted);
     for (const [i, source] of sources.entries()) {
       if (this.#stopping) return;
       const where = sourceName(source);
+      const options: DownloadOptions = {
+        dir: this.#options.dir,
+        name,
+        hostname: source.ip,
+        port: source.port,
+        mtime: entry.mtime,
+        size: entry.size,
+        sha256: entry.sha256,
+        localMtime,
+        byContent,
+        idleTimeoutSeconds: this.#options.idleTimeoutSeconds,
+        checkSpace: this.#options.checkSpace,
+        onProgress: this.#tracked(name, where, this.#progress(name, entry.size)),
+        signal: this.#abort.signal,
+        // Extensions only with a holder the directory says accepted them.
+        range: source.features?.includes("range") ?? false,
+      };
       try {
-        const result = await downloadFile({
-          dir: this.#options.dir,
-          name,
-          hostname: source.ip,
-          port: source.port,
-          mtime: entry.mtime,
-          size: entry.size,
-          sha256: entry.sha256,
-          localMtime,
-          byContent,
-          idleTimeoutSeconds: this.#options.idleTimeoutSeconds,
-          checkSpace: this.#options.checkSpace,
-          onProgress: this.#progress(name, entry.size),
-          signal: this.#abort.signal,
-        });
+        const result = this.#pipelines(wanted) && source.features?.includes("pipeline")
+          ? await this.#viaPipeline(source, options)
+          : await downloadFile(options);
         this.#options.hashes.set(name, result.info, result.sha256);
         this.recent.set(name, Math.floor(entry.mtime));
         this.#options.onDownloaded?.(name, wanted, result);
         this.badHolders.delete(where);
         stats.downloads++;
         stats.bytes += result.bytes;
-        const rate = result.bytes / 1e6 / Math.max(result.seconds, 1e-6);
+        this.#adapt(true, result.received);
+        const rate = result.received / 1e6 / Math.max(result.seconds, 1e-6);
         this.#log(
           `downloaded ${name} from ${where}: ${formatBytes(result.bytes)} in ${
             result.seconds.toFixed(2)
           } s (${rate.toFixed(1)} MB/s), ${
             result.verified ? "SHA-256 verified" : "length checked (no SHA-256 given)"
+          }${
+            result.resumedFrom > 0
+              ? `; continued from byte ${result.resumedFrom} (${
+                formatBytes(result.received)
+              } fetched now)`
+              : ""
           }`,
         );
         this.#writable(name);
@@ -250,6 +399,7 @@ export class DownloadQueue {
           return;
         }
         stats.failures++;
+        this.#adapt(false, 0);
         this.badHolders.set(where, Date.now());
         const next = sources[i + 1];
         this.#log(
@@ -259,6 +409,162 @@ export class DownloadQueue {
         );
       }
     }
+  }
+
+  /**
+   * The holders to try for `wanted`: the plan's order, except that when a
+   * partial download of this version is here, holders that accepted
+   * "range" come first (they send only the rest).
+   */
+  async #order(name: string, wanted: Wanted): Promise<Source[]> {
+    const { sources, entry } = wanted;
+    if (entry.sha256 === undefined || this.#pipelines(wanted)) return sources;
+    const partial = `${this.#options.dir}/${tempNameFor(name, entry.sha256)}`;
+    const kept = await Deno.lstat(partial).then((info) => info.size, () => 0);
+    if (kept === 0) return sources;
+    const ranged = (s: Source) => (s.features?.includes("range") ? 0 : 1);
+    return sources.map((s, i) => ({ s, i }))
+      .sort((a, b) => ranged(a.s) - ranged(b.s) || a.i - b.i)
+      .map(({ s }) => s);
+  }
+
+  /** Whether `wanted` is small enough to share a pipelined connection, and a holder offers one. */
+  #pipelines(wanted: Wanted): boolean {
+    const size = wanted.entry.size;
+    return size !== undefined && size <= PIPELINE_MAX_FILE_BYTES &&
+      wanted.sources.some((s) => s.features?.includes("pipeline"));
+  }
+
+  /**
+   * Fetches a small file over a pipelined connection to `source`: the least
+   * busy one, or a new one when all are full (up to
+   * {@linkcode CONNECTIONS_PER_HOLDER}).
+   */
+  async #viaPipeline(source: Source, options: DownloadOptions): Promise<DownloadResult> {
+    const key = sourceName(source);
+    const pool = (this.#pool.get(key) ?? []).filter((p) => !p.broken);
+    this.#pool.set(key, pool);
+    let chosen = pool.reduce<Pooled | null>(
+      (a, b) => (a === null || b.load < a.load ? b : a),
+      null,
+    );
+    if (
+      chosen === null ||
+      ((chosen.load >= PIPELINE_DEPTH || chosen.bytes >= PIPELINE_MAX_BYTES) &&
+        pool.length < CONNECTIONS_PER_HOLDER)
+    ) {
+      const { hostname, port } = sourceAddr(source);
+      const ready = HolderConnection.open(hostname, port, {
+        idleTimeoutSeconds: this.#options.idleTimeoutSeconds,
+        signal: this.#abort.signal,
+      });
+      chosen = { ready, load: 0, bytes: 0, broken: false, idle: undefined };
+      pool.push(chosen);
+      ready.catch(() => chosen!.broken = true);
+    }
+    const pooled = chosen;
+    const size = options.size ?? 0;
+    pooled.load++;
+    pooled.bytes += size;
+    clearTimeout(pooled.idle);
+    try {
+      const conn = await pooled.ready;
+      return await conn.fetch(options);
+    } finally {
+      pooled.load--;
+      pooled.bytes -= size;
+      const conn = await pooled.ready.catch(() => null);
+      if (conn === null || conn.broken) {
+        pooled.broken = true;
+        conn?.close();
+      } else if (pooled.load === 0) {
+        // Closed before the holder's own idle limit, so a request never meets a closing socket.
+        clearTimeout(pooled.idle);
+        pooled.idle = setTimeout(() => {
+          pooled.broken = true;
+          conn.close();
+        }, POOL_IDLE_MS);
+      }
+    }
+  }
+
+  /** Closes every pipelined connection (the peer stops, or the queue settles). */
+  #closePool(): void {
+    for (const pool of this.#pool.values()) {
+      for (const pooled of pool) {
+        clearTimeout(pooled.idle);
+        pooled.broken = true;
+        pooled.ready.then((c) => c.close(), () => {});
+      }
+    }
+    this.#pool.clear();
+  }
+
+  /**
+   * Adapts the window to the link after each download: throughput (bytes,
+   * each file counted as {@linkcode FILE_COST_BYTES} more) is measured over
+   * {@linkcode SAMPLE_MS} or more; while files waited for the window, a rise
+   * grows it (doubling at first, then by one), a fall of a third shrinks it
+   * by a quarter, and a failed download halves it (AIMD, as TCP does).
+   */
+  #adapt(ok: boolean, bytes: number): void {
+    const now = performance.now();
+    if (!ok) {
+      this.#limit = Math.max(MIN_IN_FLIGHT, this.#limit / 2);
+      this.#slowStart = false;
+      this.#sample = { start: now, bytes: 0, files: 0, full: false };
+      return;
+    }
+    const sample = this.#sample;
+    sample.bytes += bytes;
+    sample.files++;
+    const elapsed = now - sample.start;
+    if (elapsed < SAMPLE_MS) return;
+    const rate = (sample.bytes + sample.files * FILE_COST_BYTES) / elapsed;
+    if (sample.full) {
+      if (rate >= this.#lastRate * 1.1) {
+        this.#limit = this.#slowStart ? this.#limit * 2 : this.#limit + 1;
+      } else if (rate < this.#lastRate * 0.67) {
+        this.#limit *= 0.75;
+        this.#slowStart = false;
+      } else {
+        this.#slowStart = false;
+        this.#limit += 1;
+      }
+      this.#limit = Math.min(MAX_IN_FLIGHT, Math.max(MIN_IN_FLIGHT, this.#limit));
+    }
+    this.#lastRate = rate;
+    this.#sample = { start: now, bytes: 0, files: 0, full: false };
+  }
+
+  /**
+   * Removes partial downloads of versions no longer wanted, at most once per
+   * {@linkcode PARTIAL_SWEEP_MS}: a partial file stays while its version is
+   * queued or in flight; when another version of its file is wanted it goes
+   * at once, otherwise after {@linkcode PARTIAL_KEEP_MS} (its holders may be
+   * back by then).
+   */
+  #sweepPartials(): void {
+    const now = performance.now();
+    if (this.#sweep !== null || this.#stopping || now - this.#lastSweep < PARTIAL_SWEEP_MS) return;
+    this.#lastSweep = now;
+    const withoutVersion = (path: string) => path.slice(0, -".0123456789abcdef.part".length);
+    const keep = (partial: Partial) => {
+      // Read at the time of the look, not before: a plan may have come meanwhile.
+      const wanted = [...this.#queue, ...this.#inFlightWanted]
+        .filter(([, w]) => w.entry.sha256 !== undefined)
+        .map(([name, w]) => tempNameFor(name, w.entry.sha256));
+      if (wanted.includes(partial.path)) return true;
+      if (wanted.some((p) => withoutVersion(p) === withoutVersion(partial.path))) return false;
+      return Date.now() - partial.mtime < PARTIAL_KEEP_MS;
+    };
+    this.#sweep = removeStaleTempFiles(this.#options.dir, keep, true)
+      .then((removed) => {
+        if (removed.length > 0) {
+          this.#log(`removed ${removed.length} partial download(s) no longer wanted`);
+        }
+      }, () => {})
+      .finally(() => this.#sweep = null);
   }
 
   /**
@@ -343,6 +649,19 @@ export class DownloadQueue {
       Deno.stdout.writeSync(new TextEncoder().encode(received < total ? text : text + "\n"));
     };
   }
+}
+
+/** A pipelined connection in the pool, with the files given to it. */
+interface Pooled {
+  ready: Promise<HolderConnection>;
+  /** Files given to it and not finished. */
+  load: number;
+  /** Their sizes, summed. */
+  bytes: number;
+  /** Closed or failed: no more files go to it. */
+  broken: boolean;
+  /** Closes it after a while with nothing to do. */
+  idle: ReturnType<typeof setTimeout> | undefined;
 }
 
 /** A wait as a log line says it: "5 s", "2 min". */

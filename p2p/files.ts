@@ -32,6 +32,7 @@ import { fits, freeBytes } from "./disk_space.ts";
 import { LineReader, LineTooLongError } from "../lib/lines.ts";
 import {
   closeQuietly,
+  concatBytes,
   connectTo,
   formatAddr,
   type Reader,
@@ -64,8 +65,19 @@ export const MAX_REQUEST_BYTES = MAX_PATH_BYTES + 1; // bytes
 export const MAX_FILE_BYTES = 2 ** 40; // bytes (1 TiB)
 /** How a temp file ends; with the leading dot the listing never shares it. */
 const TEMP_SUFFIX = ".part";
-/** Our temp files' names: `.<name>.<12 hex digits>.part` (or a hash instead of a long name). */
-const TEMP_NAME = /^\..+\.[0-9a-f]{12}\.part$/;
+/**
+ * Our temp files' names: `.<name>.<12 hex digits>.part` (random: a download
+ * that cannot resume), or `.<name>.<16 hex digits>.part` (the start of the
+ * version's SHA-256: a partial download that may resume); a hash instead of
+ * a long name.
+ */
+const TEMP_NAME = /^\..+\.([0-9a-f]{12}|[0-9a-f]{16})\.part$/;
+/** A resumable partial's name: its version's first 16 hex digits. */
+const PARTIAL_NAME = /^\..+\.([0-9a-f]{16})\.part$/;
+/** A partial download untouched for this long is removed, whatever it was for. */
+export const PARTIAL_KEEP_MS = 24 * 3600_000; // milliseconds
+/** Partial downloads kept at most; beyond that the oldest go. */
+export const MAX_PARTIALS = 64;
 /** Names longer than this are replaced by their hash inside a temp name (255-byte limit). */
 const TEMP_NAME_KEEP_BYTES = 200; // bytes
 
@@ -140,20 +152,26 @@ export function isTempName(name: string): boolean {
 }
 
 /**
- * A fresh temp path for a download of `path`, in the same folder (so the
- * final rename is atomic); hidden, so never shared.
+ * A temp path for a download of `path`, in the same folder (so the final
+ * rename is atomic); hidden, so never shared. With the version's `sha256`
+ * it is the version's partial file, the same every time (a download that
+ * stopped resumes from it); without, a fresh random one.
  *
  * @example
  * ```ts
  * import { tempNameFor } from "./files.ts";
  * tempNameFor("docs/a.txt"); // "docs/.a.txt.1f2e3d4c5b6a.part"
+ * tempNameFor("a.txt", "5891b5b522d5df086d0ff0b1..."); // ".a.txt.5891b5b522d5df08.part"
  * ```
  */
-export function tempNameFor(path: string): string {
+export function tempNameFor(path: string, sha256?: string): string {
   const slash = path.lastIndexOf("/");
   const name = path.slice(slash + 1);
   const random = crypto.getRandomValues(new Uint8Array(6));
-  const tag = Array.from(random, (b) => b.toString(16).padStart(2, "0")).join("");
+  // Tied to the version: found again after a restart, and never resumed as another version.
+  const tag = sha256 !== undefined
+    ? sha256.toLowerCase().slice(0, 16)
+    : Array.from(random, (b) => b.toString(16).padStart(2, "0")).join("");
   const base = new TextEncoder().encode(name).length <= TEMP_NAME_KEEP_BYTES
     ? name
     : createHash("sha256").update(name).digest("hex").slice(0, 32);
@@ -453,14 +471,45 @@ export async function openSharedFile(
   return { file, info };
 }
 
+/** A partial download found in the folder. */
+export interface Partial {
+  /** Its relative path. */
+  path: string;
+  /** The first 16 hex digits of the SHA-256 of the version it is part of. */
+  version: string;
+  /** The relative path of the file it is part of. */
+  name: string;
+  /** When it last grew (`Date.now()` ms). */
+  mtime: number;
+}
+
 /**
  * Removes the temp files a killed peer left behind, in the folder and every
  * subfolder a download may write to (hidden and symlinked folders are not
- * entered); returns their relative paths.
+ * entered); returns their relative paths. A resumable partial download
+ * (see {@linkcode tempNameFor}) stays while `keep` says so, by default while
+ * younger than {@linkcode PARTIAL_KEEP_MS}; of those, only the newest
+ * {@linkcode MAX_PARTIALS} stay. With `partialsOnly` the other temp files
+ * (downloads in flight that cannot resume) are left alone.
+ *
+ * @example
+ * ```ts
+ * import { removeStaleTempFiles } from "./files.ts";
+ * const removed = await removeStaleTempFiles("/tmp/share");
+ * ```
  */
-export async function removeStaleTempFiles(dir: string): Promise<string[]> {
+export async function removeStaleTempFiles(
+  dir: string,
+  keep: (partial: Partial) => boolean = (p) => Date.now() - p.mtime < PARTIAL_KEEP_MS,
+  partialsOnly = false,
+): Promise<string[]> {
   const root = dir.replace(/\/+$/, "");
   const removed: string[] = [];
+  const kept: Partial[] = [];
+  const remove = async (path: string) => {
+    await Deno.remove(`${root}/${path}`).catch(() => {});
+    removed.push(path);
+  };
   const folders = [""];
   while (folders.length > 0) {
     const folder = folders.pop()!;
@@ -468,8 +517,9 @@ export async function removeStaleTempFiles(dir: string): Promise<string[]> {
       for await (const entry of Deno.readDir(folder === "" ? root : `${root}/${folder}`)) {
         const path = folder === "" ? entry.name : `${folder}/${entry.name}`;
         if (entry.isFile && isTempName(entry.name)) {
-          await Deno.remove(`${root}/${path}`).catch(() => {});
-          removed.push(path);
+          const partial = await partialAt(root, folder, entry.name);
+          if (partial !== null && keep(partial)) kept.push(partial);
+          else if (partial !== null || !partialsOnly) await remove(path);
         } else if (
           entry.isDirectory && !entry.name.startsWith(".") &&
           path.split("/").length < MAX_PATH_DEPTH
@@ -482,7 +532,28 @@ export async function removeStaleTempFiles(dir: string): Promise<string[]> {
       if (folder === "") throw err;
     }
   }
+  // Bounded in number too: the newest are the likeliest to be wanted still.
+  kept.sort((a, b) => b.mtime - a.mtime);
+  for (const partial of kept.slice(MAX_PARTIALS)) await remove(partial.path);
   return removed;
+}
+
+/** The partial download at `folder/name`, or `null` for a temp file that cannot resume. */
+async function partialAt(root: string, folder: string, name: string): Promise<Partial | null> {
+  const match = PARTIAL_NAME.exec(name);
+  if (match === null) return null;
+  // ".NAME.<16 hex>.part": the name is what lies between the dot and the version.
+  const base = name.slice(1, -(match[1].length + TEMP_SUFFIX.length + 1));
+  const info = await Deno.stat(`${root}/${folder === "" ? "" : folder + "/"}${name}`).catch(() =>
+    null
+  );
+  if (info === null) return null;
+  return {
+    path: folder === "" ? name : `${folder}/${name}`,
+    version: match[1],
+    name: folder === "" ? base : `${folder}/${base}`,
+    mtime: info.mtime?.getTime() ?? 0,
+  };
 }
 
 /** A download that failed; the temp file is already gone. */
@@ -670,22 +741,32 @@ export interface DownloadOptions {
   maxBytes?: number;
   /** Called after each chunk with the bytes so far and the total. */
   onProgress?: (received: number, total: number) => void;
-  /** Aborting closes the connection and removes the temp file. */
+  /** Aborting closes the connection (a resumable partial file stays; see {@linkcode tempNameFor}). */
   signal?: AbortSignal;
   /**
    * Refuse a file bigger than the free space (less a margin) before
    * fetching it; needs `--allow-sys=statfs`, else skipped. @default {true}
    */
   checkSpace?: boolean;
+  /**
+   * The holder accepted extension "range": a partial download of this
+   * version (one with `sha256`) continues from its length. Without it a
+   * partial download starts again from 0. @default {false}
+   */
+  range?: boolean;
 }
 
 /** What a finished download was. */
 export interface DownloadResult {
-  /** Bytes received. */
+  /** Bytes in the file. */
   bytes: number;
+  /** Bytes that came over the network this time (less than `bytes` after a resume). */
+  received: number;
+  /** Where this transfer started: the length of the partial download it continued (0: none). */
+  resumedFrom: number;
   /** Seconds from connecting to the rename. */
   seconds: number;
-  /** SHA-256 of what was received. */
+  /** SHA-256 of the file. */
   sha256: string;
   /** Whether the hash was checked against the directory's. */
   verified: boolean;
@@ -698,116 +779,436 @@ export interface DownloadResult {
  * `Content-Length: N`, streams exactly N bytes into a temp file while
  * hashing them, checks length and hash, sets the mtime, and renames the temp
  * file over `name`, unless the file there changed meanwhile or is at least
- * as new. On any failure the temp file is removed and the final name is
- * left as it was. A file known to be bigger than the free space is refused
- * before connecting (see {@linkcode DownloadOptions.checkSpace}).
+ * as new. A file known to be bigger than the free space is refused before
+ * connecting (see {@linkcode DownloadOptions.checkSpace}).
  *
+ * With a SHA-256 the temp file is the version's partial file: when the
+ * download stops (the holder fails, the network, this peer is killed) it
+ * keeps what arrived, and the next download of that version from a holder
+ * with "range" asks only for the rest (`{"name": ..., "offset": N}`),
+ * hashing the kept bytes first: the whole file is still checked. On any
+ * other failure the temp file is removed. The final name is left as it was.
+ *
+ * @example
+ * ```ts
+ * import { downloadFile } from "./files.ts";
+ * const result = await downloadFile({ dir: "/tmp/share", name: "a.txt", hostname: "127.0.0.1", port: 8001, mtime: 1700000000 });
+ * console.log(`${result.bytes} B, SHA-256 ${result.sha256}`);
+ * ```
  * @throws {LocalChangeError} when the file here changed or is as new: it is kept.
  * @throws {LocalDiskError} when this machine cannot store it (full, read-only, no permission).
  * @throws {DownloadError} saying what else went wrong (the holder's side or the network).
  */
 export async function downloadFile(options: DownloadOptions): Promise<DownloadResult> {
-  const { dir, name } = options;
-  const reason = refusalReason(name);
-  // Never write a name that could leave the folder, whatever a directory says.
-  if (reason !== null) throw new DownloadError(`refused to write "${name}": ${reason}`);
-  // Checked before a byte moves: a file system could not store it, and the file would come again.
-  if (!(options.mtime >= 0 && options.mtime <= MAX_MTIME_SECONDS)) {
-    throw new DownloadError(`refused to fetch "${name}": mtime ${options.mtime} is out of range`);
-  }
-  const checkingSpace = options.checkSpace ?? true;
-  if (checkingSpace && options.size !== undefined) await checkSpace(dir, options.size);
   const started = performance.now();
+  const incoming = await IncomingFile.open(options, options.range ?? false);
   const where = formatAddr({ hostname: options.hostname, port: options.port });
   let conn: Deno.TcpConn;
   try {
     conn = await connectTo(options.hostname, options.port, options.connectTimeoutSeconds ?? 5);
   } catch (err) {
-    throw new DownloadError(errorMessage(err));
+    throw await incoming.abandon(new DownloadError(errorMessage(err)));
   }
   const onAbort = () => closeQuietly(conn);
   options.signal?.addEventListener("abort", onAbort);
-  const reader = new IdleReader(conn, (options.idleTimeoutSeconds ?? 30) * 1000);
-  const tempPath = pathIn(dir, tempNameFor(name));
-  const target = pathIn(dir, name);
-  let file: Deno.FsFile | null = null;
+  const reader = new ResponseReader(conn, (options.idleTimeoutSeconds ?? 30) * 1000);
   try {
-    await prepareFolders(dir, name);
-    // The file here as the download starts, to notice an edit made while the bytes travel.
-    const before = await onDisk(statOrNull(target));
-    await writeAll(conn, new TextEncoder().encode(name + "\n"));
-    const total = await readContentLength(reader, options, where);
-    // A course peer's entry has no size: the header gives it, still before a byte is stored.
-    if (checkingSpace && options.size === undefined) await checkSpace(dir, total);
-    // Every file operation from here on is this machine's business, never the holder's fault.
-    file = await onDisk(
-      Deno.open(tempPath, { write: true, createNew: true, mode: 0o644 }),
-      total,
-    );
-    const hash = createHash("sha256");
-    let received = 0;
-    const take = async (chunk: Uint8Array) => {
-      hash.update(chunk);
-      await onDisk(writeAll(file!, chunk), total);
-      received += chunk.length;
-      options.onProgress?.(received, total);
-    };
-    // Bytes of the body that arrived together with the header line.
-    const early = reader.lines.takeBuffered();
-    if (early.length > 0) await take(early.subarray(0, total));
-    const buffer = new Uint8Array(Math.max(1, Math.min(TRANSFER_BUFFER_BYTES, total)));
-    while (received < total) {
-      const n = await reader.read(buffer.subarray(0, Math.min(buffer.length, total - received)));
-      if (n === null) {
-        throw new DownloadError(`short transfer from ${where}: got ${received} of ${total} bytes`);
-      }
-      await take(buffer.subarray(0, n));
-    }
-    const sha256 = hash.digest("hex");
-    if (options.sha256 !== undefined && options.sha256.toLowerCase() !== sha256) {
-      throw new DownloadError(
-        `wrong bytes from ${where}: SHA-256 ${sha256.slice(0, 12)}… instead of ${
-          options.sha256.slice(0, 12)
-        }…`,
-      );
-    }
-    // On disk before it gets its name, so a crash cannot leave a torn file under that name.
-    await onDisk(file.syncData(), total);
-    file.close();
-    file = null;
-    const mtime = new Date(options.mtime * 1000);
-    await onDisk(Deno.utime(tempPath, mtime, mtime));
-    // Looked at again just before the rename: a newer local edit must not be overwritten.
-    const changed = localChange(await onDisk(statOrNull(target)), before, options);
-    if (changed !== null) throw new LocalChangeError(changed);
-    await onDisk(Deno.rename(tempPath, target));
-    const info = await onDisk(Deno.stat(target));
-    return {
-      bytes: received,
-      seconds: (performance.now() - started) / 1000,
-      sha256,
-      verified: options.sha256 !== undefined,
-      info,
-    };
+    await incoming.prepare();
+    // A resumed download asks for the rest only; otherwise the course's request.
+    const request = incoming.offset > 0
+      ? JSON.stringify({ name: options.name, offset: incoming.offset })
+      : options.name;
+    await writeAll(conn, new TextEncoder().encode(request + "\n"));
+    const total = await reader.header(where, options.maxBytes ?? MAX_FILE_BYTES);
+    await incoming.begin(total, where);
+    await reader.body(total, where, (chunk) => incoming.take(chunk));
+    return await incoming.finish(where, started);
   } catch (err) {
-    file?.close();
-    await Deno.remove(tempPath).catch(() => {});
-    if (err instanceof LocalDiskError && err.scope === "folder" && err.free === undefined) {
-      // Measured once the temp file is gone: the room the user has to work with.
-      throw err.withFree(await freeBytes(dir));
-    }
-    if (err instanceof DownloadError) throw err;
-    if (options.signal?.aborted) throw new DownloadError("stopped");
+    if (err instanceof DownloadError) throw await incoming.abandon(err);
+    if (options.signal?.aborted) throw await incoming.abandon(new DownloadError("stopped"));
     if (reader.timedOut) {
-      throw new DownloadError(
-        `${where} sent nothing for ${options.idleTimeoutSeconds ?? 30} s: gave up`,
+      throw await incoming.abandon(
+        new DownloadError(
+          `${where} sent nothing for ${options.idleTimeoutSeconds ?? 30} s: gave up`,
+        ),
       );
     }
-    throw new DownloadError(`transfer from ${where} failed: ${errorMessage(err)}`);
+    throw await incoming.abandon(
+      new DownloadError(`transfer from ${where} failed: ${errorMessage(err)}`),
+    );
   } finally {
     options.signal?.removeEventListener("abort", onAbort);
     reader.stop();
     closeQuietly(conn);
+  }
+}
+
+/**
+ * One file on its way in: the checks before a byte moves, the temp file (a
+ * fresh one, or the version's partial file to continue), the hash, and the
+ * checks and rename at the end. Shared by a download on its own connection
+ * and one of many on a pipelined connection ({@linkcode HolderConnection}).
+ */
+class IncomingFile {
+  /** Bytes already in the partial file when this transfer started. */
+  offset = 0;
+  /** Bytes taken in this transfer. */
+  received = 0;
+  /** Bytes this transfer is to bring (set by `begin()`). */
+  total = 0;
+  #file: Deno.FsFile | null = null;
+  #hash = createHash("sha256");
+  #before: Deno.FileInfo | null = null;
+  /** Whether the temp file is the version's partial file, kept when the transfer stops. */
+  #resumable: boolean;
+  /** Whether what is in the temp file must go whatever happens (wrong bytes, a local failure). */
+  #discard = false;
+
+  private constructor(
+    readonly options: DownloadOptions,
+    readonly tempPath: string,
+    readonly target: string,
+  ) {
+    this.#resumable = options.sha256 !== undefined;
+  }
+
+  /**
+   * Checks the name and mtime, the free space, the folders on the way;
+   * opens the temp file, continuing a partial download of the same version
+   * when `resume` (its bytes hashed first).
+   */
+  static async open(options: DownloadOptions, resume: boolean): Promise<IncomingFile> {
+    const { dir, name } = options;
+    const reason = refusalReason(name);
+    // Never write a name that could leave the folder, whatever a directory says.
+    if (reason !== null) throw new DownloadError(`refused to write "${name}": ${reason}`);
+    // Checked before a byte moves: a file system could not store it, and the file would come again.
+    if (!(options.mtime >= 0 && options.mtime <= MAX_MTIME_SECONDS)) {
+      throw new DownloadError(`refused to fetch "${name}": mtime ${options.mtime} is out of range`);
+    }
+    const sha256 = options.sha256 !== undefined && /^[0-9a-f]{64}$/i.test(options.sha256)
+      ? options.sha256
+      : undefined;
+    const incoming = new IncomingFile(
+      options,
+      pathIn(dir, tempNameFor(name, sha256)),
+      pathIn(dir, name),
+    );
+    if (sha256 === undefined) incoming.#resumable = false;
+    // Only looked at here (nothing is written before the holder is asked, as before "range").
+    const kept = incoming.#resumable && resume
+      ? await onDisk(lstatOrNull(incoming.tempPath))
+      : null;
+    if (kept !== null && kept.isFile && (options.size === undefined || kept.size <= options.size)) {
+      incoming.offset = kept.size;
+    }
+    if ((options.checkSpace ?? true) && options.size !== undefined) {
+      await checkSpace(dir, options.size - incoming.offset);
+    }
+    return incoming;
+  }
+
+  /** Makes the folders on the way, and notes the file here as the download starts. */
+  async prepare(): Promise<void> {
+    await prepareFolders(this.options.dir, this.options.name);
+    // The file here as the download starts, to notice an edit made while the bytes travel.
+    this.#before = await onDisk(statOrNull(this.target));
+  }
+
+  /**
+   * Checks the length announced (`total`, from `offset`) against the
+   * directory's size, and opens the temp file: the partial file to continue
+   * (its bytes hashed first), or a fresh one.
+   */
+  async begin(total: number, where: string): Promise<void> {
+    const { size, dir } = this.options;
+    if (size !== undefined && this.offset + total !== size) {
+      throw new DownloadError(
+        this.offset > 0
+          ? `${where} offers ${total} bytes from byte ${this.offset}, but the directory says ${size} in all`
+          : `${where} offers ${total} bytes but the directory says ${size}`,
+      );
+    }
+    this.total = total;
+    // A course peer's entry has no size: the header gives it, still before a byte is stored.
+    if ((this.options.checkSpace ?? true) && size === undefined) await checkSpace(dir, total);
+    // Every file operation from here on is this machine's business, never the holder's fault.
+    if (this.offset > 0) {
+      this.#file = await onDisk(Deno.open(this.tempPath, { read: true, write: true }), size);
+      // The kept bytes count towards the hash: the whole file is still checked at the end.
+      const buffer = new Uint8Array(HASH_BUFFER_BYTES);
+      let hashed = 0;
+      while (hashed < this.offset) {
+        const n = await onDisk(
+          this.#file.read(buffer.subarray(0, Math.min(buffer.length, this.offset - hashed))),
+        );
+        if (n === null) break;
+        this.#hash.update(buffer.subarray(0, n));
+        hashed += n;
+      }
+      if (hashed < this.offset) {
+        this.#discard = true;
+        throw new DownloadError(`the partial file of ${this.options.name} shrank; starting over`);
+      }
+      // Anything past the offset (a write cut short) is not part of the file.
+      await onDisk(this.#file.truncate(this.offset));
+      await onDisk(this.#file.seek(this.offset, Deno.SeekMode.Start));
+    } else {
+      this.#file = await onDisk(
+        Deno.open(this.tempPath, {
+          write: true,
+          // A partial file that cannot be used (a holder without "range") starts again.
+          ...(this.#resumable ? { create: true, truncate: true } : { createNew: true }),
+          mode: 0o644,
+        }),
+        this.total,
+      );
+    }
+  }
+
+  /** Writes and hashes one piece of the body. */
+  async take(chunk: Uint8Array): Promise<void> {
+    this.#hash.update(chunk);
+    await onDisk(writeAll(this.#file!, chunk), this.offset + this.total);
+    this.received += chunk.length;
+    this.options.onProgress?.(this.offset + this.received, this.offset + this.total);
+  }
+
+  /** Checks the hash, puts the file on disk with its mtime, and renames it into place. */
+  async finish(where: string, started: number): Promise<DownloadResult> {
+    const options = this.options;
+    const length = this.offset + this.received;
+    const sha256 = this.#hash.digest("hex");
+    if (options.sha256 !== undefined && options.sha256.toLowerCase() !== sha256) {
+      // Wrong bytes are never kept to resume from.
+      this.#discard = true;
+      throw await this.abandon(
+        new DownloadError(
+          `wrong bytes from ${where}: SHA-256 ${sha256.slice(0, 12)}… instead of ${
+            options.sha256.slice(0, 12)
+          }…${this.offset > 0 ? ` (continued from byte ${this.offset}; starting over)` : ""}`,
+        ),
+      );
+    }
+    try {
+      // On disk before it gets its name, so a crash cannot leave a torn file under that name.
+      await onDisk(this.#file!.syncData(), length);
+      this.#file!.close();
+      this.#file = null;
+      const mtime = new Date(options.mtime * 1000);
+      await onDisk(Deno.utime(this.tempPath, mtime, mtime));
+      // Looked at again just before the rename: a newer local edit must not be overwritten.
+      const changed = localChange(await onDisk(statOrNull(this.target)), this.#before, options);
+      if (changed !== null) throw new LocalChangeError(changed);
+      await onDisk(Deno.rename(this.tempPath, this.target));
+      const info = await onDisk(Deno.stat(this.target));
+      return {
+        bytes: length,
+        received: this.received,
+        resumedFrom: this.offset,
+        seconds: (performance.now() - started) / 1000,
+        sha256,
+        verified: options.sha256 !== undefined,
+        info,
+      };
+    } catch (err) {
+      throw await this.abandon(err);
+    }
+  }
+
+  /**
+   * Closes the temp file after a failure and returns the error to throw.
+   * A resumable partial file stays when the holder or the network failed (or
+   * the download was stopped); it goes after wrong bytes, a local change, or
+   * a local failure (a full disk needs the room).
+   */
+  async abandon(err: unknown): Promise<unknown> {
+    closeQuietly(this.#file ?? { close() {} });
+    this.#file = null;
+    const local = err instanceof LocalChangeError || err instanceof LocalDiskError;
+    if (!this.#resumable || this.#discard || local || !(err instanceof DownloadError)) {
+      await Deno.remove(this.tempPath).catch(() => {});
+    }
+    if (err instanceof LocalDiskError && err.scope === "folder" && err.free === undefined) {
+      // Measured once the temp file is gone: the room the user has to work with.
+      return err.withFree(await freeBytes(this.options.dir));
+    }
+    return err;
+  }
+}
+
+/** Options for {@linkcode HolderConnection.open}. */
+export interface HolderConnectionOptions {
+  /** Seconds to wait for the connection. @default {5} */
+  connectTimeoutSeconds?: number;
+  /** Seconds without a byte while an answer is due before the connection is given up. @default {30} */
+  idleTimeoutSeconds?: number;
+  /** Aborting closes the connection: every request on it fails. */
+  signal?: AbortSignal;
+}
+
+/**
+ * One connection to a holder that accepted "pipeline": many files asked for
+ * at once, one request line each, answered in order. A file's request goes
+ * out as soon as it is asked for; its answer is read when its turn comes.
+ * An `Error:` answer fails that file only; a broken connection fails every
+ * file still on it.
+ *
+ * @example
+ * ```ts
+ * import { HolderConnection } from "./files.ts";
+ * const holder = await HolderConnection.open("127.0.0.1", 8001);
+ * const [a, b] = await Promise.all(["a.txt", "b.txt"].map((name) =>
+ *   holder.fetch({ dir: "/tmp/share", name, hostname: "127.0.0.1", port: 8001, mtime: 1700000000 })
+ * ));
+ * holder.close();
+ * ```
+ */
+export class HolderConnection {
+  /** Files asked for whose answer has not been read yet. */
+  outstanding = 0;
+  /** Their announced sizes, summed. */
+  bytesOutstanding = 0;
+  /** Why the connection is unusable, once it is. */
+  broken: DownloadError | null = null;
+  /** When the last answer ended (`performance.now()`), for closing idle connections. */
+  lastUsed = performance.now();
+  #conn: Deno.TcpConn;
+  #reader: ResponseReader;
+  #where: string;
+  #turn: Promise<void> = Promise.resolve();
+  #lines: string[] = [];
+  #sending: Promise<void> | null = null;
+  #options: HolderConnectionOptions;
+
+  private constructor(conn: Deno.TcpConn, where: string, options: HolderConnectionOptions) {
+    this.#conn = conn;
+    this.#where = where;
+    this.#options = options;
+    this.#reader = new ResponseReader(conn, (options.idleTimeoutSeconds ?? 30) * 1000);
+    options.signal?.addEventListener("abort", () => this.#break(new DownloadError("stopped")));
+  }
+
+  /**
+   * Connects to a holder.
+   *
+   * @throws {DownloadError} when it cannot be reached.
+   */
+  static async open(
+    hostname: string,
+    port: number,
+    options: HolderConnectionOptions = {},
+  ): Promise<HolderConnection> {
+    try {
+      const conn = await connectTo(hostname, port, options.connectTimeoutSeconds ?? 5);
+      return new HolderConnection(conn, formatAddr({ hostname, port }), options);
+    } catch (err) {
+      throw new DownloadError(errorMessage(err));
+    }
+  }
+
+  /** Fetches one file over this connection (its `hostname` and `port` are this holder's). */
+  async fetch(options: DownloadOptions): Promise<DownloadResult> {
+    if (this.broken) throw this.broken;
+    const started = performance.now();
+    const size = options.size ?? 0;
+    this.outstanding++;
+    this.bytesOutstanding += size;
+    try {
+      const incoming = await IncomingFile.open(options, false);
+      try {
+        await incoming.prepare();
+        if (this.broken) throw this.broken;
+      } catch (err) {
+        throw await incoming.abandon(err);
+      }
+      // Asked for now, read in turn: the answers come in the order of the requests.
+      this.#send(JSON.stringify({ name: options.name }));
+      const answer = this.#turn.then(() => this.#receive(incoming));
+      this.#turn = answer.then(() => {}, () => {});
+      try {
+        await answer;
+      } catch (err) {
+        throw await incoming.abandon(err);
+      }
+      return await incoming.finish(this.#where, started);
+    } finally {
+      this.outstanding--;
+      this.bytesOutstanding -= size;
+      this.lastUsed = performance.now();
+    }
+  }
+
+  /** Closes the connection; files still on it fail. */
+  close(): void {
+    this.#break(new DownloadError("connection closed"));
+  }
+
+  #break(err: DownloadError): void {
+    this.broken ??= err;
+    this.#reader.stop();
+    closeQuietly(this.#conn);
+  }
+
+  /** Queues a request line; lines asked for together go out in one write. */
+  #send(line: string): void {
+    this.#lines.push(line);
+    if (this.#sending !== null) return;
+    this.#sending = (async () => {
+      try {
+        while (this.#lines.length > 0 && !this.broken) {
+          const batch = this.#lines.join("\n") + "\n";
+          this.#lines = [];
+          await writeAll(this.#conn, new TextEncoder().encode(batch));
+        }
+      } catch (err) {
+        this.#break(new DownloadError(`sending to ${this.#where} failed: ${errorMessage(err)}`));
+      } finally {
+        this.#sending = null;
+      }
+    })();
+  }
+
+  /** Reads one answer into `incoming`; an `Error:` answer fails it alone. */
+  async #receive(incoming: IncomingFile): Promise<void> {
+    if (this.broken) throw this.broken;
+    let total: number;
+    try {
+      total = await this.#reader.header(this.#where, incoming.options.maxBytes ?? MAX_FILE_BYTES);
+    } catch (err) {
+      if (err instanceof RefusedAnswer) throw err;
+      throw this.#failed(err);
+    }
+    // A local failure (a full disk) must not desynchronise the stream: the body is read anyway.
+    let local: unknown = null;
+    try {
+      await incoming.begin(total, this.#where).catch((err) => {
+        if (!(err instanceof LocalDiskError)) throw err;
+        local = err;
+      });
+      await this.#reader.body(total, this.#where, async (chunk) => {
+        if (local !== null) return;
+        await incoming.take(chunk).catch((err) => local = err);
+      });
+    } catch (err) {
+      throw this.#failed(err);
+    }
+    if (local !== null) throw local;
+  }
+
+  /** The connection is broken: every file still on it fails with the reason. */
+  #failed(err: unknown): DownloadError {
+    const reason = err instanceof DownloadError
+      ? err
+      : this.#options.signal?.aborted
+      ? new DownloadError("stopped")
+      : this.#reader.timedOut
+      ? new DownloadError(
+        `${this.#where} sent nothing for ${this.#options.idleTimeoutSeconds ?? 30} s: gave up`,
+      )
+      : new DownloadError(`transfer from ${this.#where} failed: ${errorMessage(err)}`);
+    this.#break(reason);
+    return this.broken!;
   }
 }
 
@@ -898,55 +1299,100 @@ function localChange(
   return null;
 }
 
-/** Reads and checks the header line; returns N. */
-async function readContentLength(
-  reader: IdleReader,
-  options: DownloadOptions,
-  where: string,
-): Promise<number> {
-  let line: string | null;
-  try {
-    line = await reader.lines.readLine();
-  } catch (err) {
-    if (err instanceof LineTooLongError) {
-      throw new DownloadError(`${where} sent a header longer than ${MAX_HEADER_BYTES} bytes`);
-    }
-    throw err;
-  }
-  if (line === null) {
-    throw new DownloadError(`${where} closed the connection without a Content-Length`);
-  }
-  const match = /^Content-Length:[ \t]*(\d{1,16})[ \t]*$/i.exec(line);
-  if (!match) {
-    throw new DownloadError(`${where} sent a bad header: ${JSON.stringify(line.slice(0, 80))}`);
-  }
-  const total = Number(match[1]);
-  const max = options.maxBytes ?? MAX_FILE_BYTES;
-  if (total > max) {
-    throw new DownloadError(`${where} offers ${total} bytes, more than the ${max} we accept`);
-  }
-  if (options.size !== undefined && total !== options.size) {
-    throw new DownloadError(
-      `${where} offers ${total} bytes but the directory says ${options.size}`,
-    );
-  }
-  return total;
+/** A holder's `Error: REASON` answer to an extended request: that file only failed. */
+class RefusedAnswer extends DownloadError {
+  override name = "RefusedAnswer";
 }
 
 /**
- * A connection's reader that gives up when nothing arrives for a while: a
- * stalled holder must not hold a download slot forever.
+ * Reads a holder's answers from a connection: header lines, and bodies of
+ * a known length (bytes read past a body are kept for the next answer, as
+ * pipelined answers follow one another). Gives up when nothing arrives for
+ * a while: a stalled holder must not hold a download slot forever.
  */
-class IdleReader implements Reader {
+class ResponseReader {
   readonly lines: LineReader;
   timedOut = false;
   #timer: ReturnType<typeof setTimeout> | undefined;
+  /** Bytes read from the connection but not yet handed out. */
+  #leftover: Uint8Array = new Uint8Array(0);
+  #buffer: Uint8Array | null = null;
 
   constructor(readonly conn: Deno.Conn, readonly idleMs: number) {
-    this.lines = new LineReader(this, MAX_HEADER_BYTES);
+    this.lines = new LineReader({ read: (p) => this.#read(p) }, MAX_HEADER_BYTES);
   }
 
-  async read(p: Uint8Array): Promise<number | null> {
+  /**
+   * Reads the header line: `Content-Length: N` gives N, `Error: REASON`
+   * (extended requests) throws {@linkcode RefusedAnswer}.
+   */
+  async header(where: string, maxBytes: number): Promise<number> {
+    let line: string | null;
+    try {
+      line = await this.lines.readLine();
+    } catch (err) {
+      if (err instanceof LineTooLongError) {
+        throw new DownloadError(`${where} sent a header longer than ${MAX_HEADER_BYTES} bytes`);
+      }
+      throw err;
+    }
+    if (line === null) {
+      throw new DownloadError(`${where} closed the connection without a Content-Length`);
+    }
+    const refused = /^Error:[ \t]*(.*)$/i.exec(line);
+    if (refused) throw new RefusedAnswer(`${where} refused: ${refused[1].slice(0, 200)}`);
+    const match = /^Content-Length:[ \t]*(\d{1,16})[ \t]*$/i.exec(line);
+    if (!match) {
+      throw new DownloadError(`${where} sent a bad header: ${JSON.stringify(line.slice(0, 80))}`);
+    }
+    const total = Number(match[1]);
+    if (total > maxBytes) {
+      throw new DownloadError(
+        `${where} offers ${total} bytes, more than the ${maxBytes} we accept`,
+      );
+    }
+    return total;
+  }
+
+  /** Hands exactly `total` bytes of body to `take`, piece by piece, in order. */
+  async body(
+    total: number,
+    where: string,
+    take: (chunk: Uint8Array) => Promise<void>,
+  ): Promise<void> {
+    // Bytes of the body that arrived together with the header line come first.
+    const early = this.lines.takeBuffered();
+    if (early.length > 0) this.#leftover = concatBytes([early, this.#leftover]);
+    let got = 0;
+    while (got < total) {
+      let chunk: Uint8Array;
+      if (this.#leftover.length > 0) {
+        chunk = this.#leftover.subarray(0, total - got);
+        this.#leftover = this.#leftover.subarray(chunk.length);
+      } else {
+        // One buffer per connection: with pipelining it holds several small answers at once.
+        this.#buffer ??= new Uint8Array(TRANSFER_BUFFER_BYTES);
+        const n = await this.#read(this.#buffer);
+        if (n === null) {
+          throw new DownloadError(`short transfer from ${where}: got ${got} of ${total} bytes`);
+        }
+        chunk = this.#buffer.subarray(0, Math.min(n, total - got));
+        // The start of the next answer: kept, as a copy (the buffer is read into again).
+        if (n > chunk.length) this.#leftover = this.#buffer.slice(chunk.length, n);
+      }
+      await take(chunk);
+      got += chunk.length;
+    }
+  }
+
+  /** Hands out kept bytes first, then reads the connection with the idle timer armed. */
+  async #read(p: Uint8Array): Promise<number | null> {
+    if (this.#leftover.length > 0) {
+      const n = Math.min(p.length, this.#leftover.length);
+      p.set(this.#leftover.subarray(0, n));
+      this.#leftover = this.#leftover.subarray(n);
+      return n;
+    }
     this.#timer = setTimeout(() => {
       this.timedOut = true;
       closeQuietly(this.conn);

@@ -13,7 +13,10 @@
  *
  * Beyond the course: files in subfolders are synced too (by relative path,
  * with a tracker that accepts the "paths" extension), and a `.p2pignore`
- * file in the folder says what stays local (`ignore.ts`).
+ * file in the folder says what stays local (`ignore.ts`). A change in the
+ * folder is announced as soon as the file stops changing (it watches the
+ * folder), and with a tracker that accepts "push" a change elsewhere
+ * arrives at once too, not at the next round (`PROTOCOL.md`, "push").
  *
  * Handout 002's assignment, the peer's two halves:
  * - peer to peer: bind and listen on the file-serving port, take each
@@ -87,6 +90,17 @@ export { type FileHandlerOptions, fileRequestHandler } from "./serve_files.ts";
 const FIRST_PORT = 8000;
 /** How many ports above {@linkcode FIRST_PORT} we try before giving up. */
 const PORT_SEARCH_SPAN = 1000;
+/**
+ * Quiet time after the last change seen in the folder before a round
+ * announces it: a file being written keeps changing, and a half-written
+ * file is not worth sending.
+ */
+const SETTLE_MS = 200;
+/** How long a finished download's own events in the folder are told apart as ours. */
+const OWN_WRITE_MS = 5_000;
+
+/** What {@linkcode PeerOptions.watchFs} returns: the part of `Deno.FsWatcher` the peer uses. */
+export type FolderWatcher = AsyncIterable<Deno.FsEvent> & { close(): void };
 
 /**
  * The `deno run` permission flags `p2p/peer.ts` needs to share `dir` in a
@@ -140,6 +154,17 @@ export interface PeerOptions {
   requestTimeoutSeconds?: number;
   /** Seconds a client may read nothing of a file we send before it is closed. @default {30} */
   sendTimeoutSeconds?: number;
+  /**
+   * Watch the folder and announce a change as soon as it settles, and ask
+   * the tracker to push changes (extension "push"); `false`: changes go and
+   * come with the rounds, as in the course. @default {true}
+   */
+  push?: boolean;
+  /**
+   * Opens the folder watcher (tests pass one that fails or overflows).
+   * @default {(dir) => Deno.watchFs(dir, { recursive: true })}
+   */
+  watchFs?: (dir: string) => FolderWatcher;
   /** Where lines go. @default {console.log} */
   log?: Log;
 }
@@ -232,6 +257,12 @@ export async function startPeer(options: PeerOptions): Promise<Peer> {
     progress: options.progress,
     log,
     onDownloaded(name, wanted, result) {
+      // The watcher will see this rename: it is no change of ours to announce.
+      ownWrites.set(name, {
+        size: result.bytes,
+        mtime: Math.floor(wanted.entry.mtime),
+        until: Date.now() + OWN_WRITE_MS,
+      });
       state.files.set(name, downloadedVersion(wanted, result, state.files.get(name)));
       state.deleted.delete(name);
       downloaded.set(name, { sha256: result.sha256, mtime: Math.floor(wanted.entry.mtime) });
@@ -248,6 +279,11 @@ export async function startPeer(options: PeerOptions): Promise<Peer> {
   };
   /** The share's `.p2pignore`, read again each round if it changed. */
   const ignoreFile = new IgnoreFile(dir);
+  /** The ignore rules of the last round, for the watcher to skip what is not shared. */
+  let lastIgnore = IgnoreRules.DEFAULT;
+  /** Files our downloads just put in place: the watcher's events for them are not changes. */
+  const ownWrites = new Map<string, { size: number; mtime: number; until: number }>();
+  const push = options.push ?? true;
   /**
    * Whether the tracker's last reply on this connection accepted "paths":
    * only then do names with `/` go out (the course's tracker would pass them
@@ -261,6 +297,8 @@ export async function startPeer(options: PeerOptions): Promise<Peer> {
     downloads.forgetRecent();
     downloaded.clear();
     const { rules: ignore, changed, problem } = await ignoreFile.read();
+    lastIgnore = ignore;
+    for (const [path, own] of ownWrites) if (own.until < Date.now()) ownWrites.delete(path);
     if (problem !== null) {
       if (changed) log(problem);
     } else if (changed && ignore.count > IgnoreRules.DEFAULT.count) {
@@ -301,12 +339,14 @@ export async function startPeer(options: PeerOptions): Promise<Peer> {
     const deleted = [...state.deleted].filter(([name]) => sendable(name));
     const reply = await tracker.exchange(announced, {
       id: state.id,
-      features: FEATURES,
+      features: push ? FEATURES : FEATURES.filter((f) => f !== "push"),
       deleted: deleted.map(([name, d]) => ({
         name,
         sha256: d.sha256,
         time: Math.floor(d.deletedAt / 1000),
       })),
+      // Our tracker's status page shows the downloads running now (extension "transfers").
+      transfers: downloads.transfers,
     });
     pathsAccepted = reply.features?.includes("paths") ?? false;
     stats.rounds++;
@@ -373,9 +413,50 @@ export async function startPeer(options: PeerOptions): Promise<Peer> {
   // A round now, then one every interval (the KeepAlives); after a tracker failure, back off.
   const rounds = repeatRounds(tracker, round, { interval: options.interval, log });
 
+  /**
+   * Whether a change the watcher saw at `path` may be one to announce: not
+   * a hidden or ignored name (our temp files, the state folder), not a file
+   * our own download just put in place, not the removal of a path nobody
+   * recorded. The round decides for sure; this only spares it needless runs.
+   */
+  async function mayAnnounce(path: string): Promise<boolean> {
+    const inside = path.startsWith(dir + SEPARATOR) ? path.slice(dir.length + 1) : null;
+    if (inside === null) return path !== dir;
+    const rel = SEPARATOR === "/" ? inside : inside.replaceAll(SEPARATOR, "/");
+    // .p2pignore itself counts: the round reads it again.
+    if (rel === IGNORE_FILE) return true;
+    if (rel.split("/").some((name) => name.startsWith("."))) return false;
+    if (lastIgnore.ignored(rel) !== null) return false;
+    const info = await Deno.lstat(path).catch(() => null);
+    if (info === null) {
+      // Gone: a change only if it was a file (or a folder of files) announced here.
+      return state.files.has(rel) || [...state.files.keys()].some((p) => p.startsWith(rel + "/"));
+    }
+    const own = ownWrites.get(rel);
+    if (own !== undefined) {
+      if (own.until < Date.now()) ownWrites.delete(rel);
+      else if (
+        info.isFile && info.size === own.size &&
+        Math.floor((info.mtime?.getTime() ?? 0) / 1000) === own.mtime
+      ) return false;
+    }
+    return true;
+  }
+  // Watch the folder: a change that settles starts a round at once (the rounds stay the safety net).
+  const watch = push
+    ? watchFolder(dir, {
+      open: options.watchFs,
+      mayAnnounce,
+      onSettled: () => rounds.nudge(),
+      interval: options.interval ?? 5,
+      log,
+    })
+    : null;
+
   let closing: Promise<void> | null = null;
   const close = () =>
     closing ??= (async () => {
+      await watch?.close();
       downloads.abort();
       await rounds.stop();
       await downloads.settled();
@@ -473,6 +554,92 @@ class StateSaver {
   }
 }
 
+/** The separator in the paths the watcher reports. */
+const SEPARATOR = Deno.build.os === "windows" ? "\\" : "/";
+
+/** A running {@linkcode watchFolder}. */
+interface FolderWatch {
+  /** Stops watching and waits for the last event to be handled. */
+  close(): Promise<void>;
+}
+
+/**
+ * Watches `dir` and its subfolders, and calls `onSettled` once the changes
+ * that `mayAnnounce` lets through have stopped for {@linkcode SETTLE_MS}.
+ * When the system's queue of events overflowed (events were lost), it calls
+ * `onSettled` at once: the round rescans the whole folder. A watcher that
+ * cannot start, or fails, is reported in one line; the rounds every
+ * `interval` then find every change, as they always do.
+ */
+function watchFolder(
+  dir: string,
+  options: {
+    open?: (dir: string) => FolderWatcher;
+    mayAnnounce: (path: string) => Promise<boolean>;
+    onSettled: () => void;
+    interval: number;
+    log: Log;
+  },
+): FolderWatch {
+  const { mayAnnounce, onSettled, log } = options;
+  const fallback = `changes here are found by the round every ${options.interval} s`;
+  let watcher: FolderWatcher;
+  try {
+    watcher = (options.open ?? ((d) => Deno.watchFs(d, { recursive: true })))(dir);
+  } catch (err) {
+    log(`cannot watch ${dir} (${errorMessage(err)}): ${fallback}`);
+    return { close: () => Promise.resolve() };
+  }
+  let closed = false;
+  let overflowSaid = false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const settle = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => {
+      timer = undefined;
+      onSettled();
+    }, SETTLE_MS);
+  };
+  const running = (async () => {
+    try {
+      for await (const event of watcher) {
+        if (event.flag === "rescan") {
+          if (!overflowSaid) {
+            log(
+              `the watcher of ${dir} lost events (too many changes at once): rescanning the folder`,
+            );
+            overflowSaid = true;
+          }
+          onSettled();
+          continue;
+        }
+        for (const path of event.paths) {
+          if (await mayAnnounce(path)) {
+            settle();
+            break;
+          }
+        }
+      }
+      if (!closed) log(`the watcher of ${dir} stopped: ${fallback}`);
+    } catch (err) {
+      if (!closed) log(`the watcher of ${dir} failed (${errorMessage(err)}): ${fallback}`);
+    } finally {
+      clearTimeout(timer);
+    }
+  })();
+  return {
+    close() {
+      closed = true;
+      try {
+        watcher.close();
+      } catch {
+        // Already closed by its own failure.
+      }
+      return running;
+    },
+  };
+}
+
 /**
  * Where the file server listens when `--host` is not given: `::`, which on a
  * dual-stack host serves IPv6 and IPv4 clients alike (IPv4 ones show up as
@@ -512,6 +679,8 @@ const USAGE =
   --mode MODE          async | worker | process: where each file request is served (default async)
                        worker also needs --allow-read=.,DIR  process needs --allow-read=.,DIR --allow-run
   --workers N          workers or child processes kept warm, 1 to ${MAX_POOL_SIZE} (default: CPU count)
+  --no-push            do not watch the folder or ask the tracker to push changes:
+                       changes go and come only with the rounds, as in the course
   --quiet              no line per file served`;
 
 async function main(): Promise<void> {
@@ -524,6 +693,7 @@ async function main(): Promise<void> {
     mode: { type: "string", default: "async" },
     workers: { type: "string" },
     quiet: { type: "boolean", default: false },
+    "no-push": { type: "boolean", default: false },
   }, true);
   let tracker: HostPort;
   if (positionals.length === 2) {
@@ -583,6 +753,7 @@ async function main(): Promise<void> {
     mode,
     poolSize,
     quiet: values.quiet as boolean,
+    push: !(values["no-push"] as boolean),
     progress: Deno.stdout.isTerminal(),
   });
   // Ready for Ctrl-C before saying so: a signal right after the line must stop us cleanly.

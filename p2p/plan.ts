@@ -57,6 +57,8 @@ export interface Source {
   ip: string;
   /** Its file-serving port. */
   port: number;
+  /** The peer-to-peer extensions it accepted ("range", "pipeline"), as the directory says. */
+  features?: readonly string[];
 }
 
 /** A file to fetch: the directory's entry, the holders to try in order, and our copy's mtime. */
@@ -287,9 +289,11 @@ export function holdersInOrder(
   const all: Source[] = [{ ip: entry.ip, port: entry.port }];
   for (const holder of entry.holders ?? []) {
     if (holder.mtime < entry.mtime) continue;
-    if (!all.some((s) => s.ip === holder.ip && s.port === holder.port)) {
-      all.push({ ip: holder.ip, port: holder.port });
-    }
+    const known = all.find((s) => s.ip === holder.ip && s.port === holder.port);
+    // What the holder accepted goes with it: a download uses an extension only with such a holder.
+    const features = holder.features?.length ? { features: holder.features } : {};
+    if (known === undefined) all.push({ ip: holder.ip, port: holder.port, ...features });
+    else Object.assign(known, features);
   }
   const failedLately = (s: Source) => {
     const when = badHolders.get(sourceName(s));

@@ -90,6 +90,11 @@ export interface PeerMessage {
   more?: boolean;
   /** Extension "parts": the directory revision this peer holds (absent: 0, none). */
   since?: number;
+  /**
+   * Extension "push": seconds the tracker may hold the reply until the
+   * directory changes after `since` (absent or 0: answer at once).
+   */
+  wait?: number;
 }
 
 /**
@@ -97,7 +102,17 @@ export interface PeerMessage {
  * `features` (Init); the tracker answers with those it accepted in the
  * directory's {@linkcode META_KEY} entry and uses them only with that peer.
  */
-export const FEATURES = ["versions", "paths", "parts"] as const;
+export const FEATURES = ["versions", "paths", "parts", "range", "pipeline", "push"] as const;
+
+/**
+ * The extensions spoken between peers rather than with the tracker: the
+ * tracker passes on which of them each holder accepted (a holder's
+ * `features` in an entry's `holders`), and a downloader uses one with a
+ * holder only when that list names it. "range": a request may start at an
+ * offset (a download resumes); "pipeline": several requests on one
+ * connection, answered in order.
+ */
+export const PEER_FEATURES: readonly string[] = ["range", "pipeline"];
 
 /**
  * The directory key that carries the tracker's own word to a peer that asked
@@ -120,6 +135,11 @@ export interface Holder {
   port: number;
   /** The mtime of that peer's copy. */
   mtime: number;
+  /**
+   * Extension: the peer-to-peer features ({@linkcode PEER_FEATURES}) this
+   * holder accepted that the asking peer asked for too; absent: none.
+   */
+  features?: string[];
 }
 
 /** Where to fetch one file: the holder of its newest version. */
@@ -347,8 +367,21 @@ export function parsePeerMessage(line: string): PeerMessage {
     message.more = value.more;
   }
   if (value.since !== undefined) message.since = checkRevision(value.since, "since");
+  if (value.wait !== undefined) {
+    if (typeof value.wait !== "number" || !(value.wait >= 0 && value.wait <= MAX_WAIT_SECONDS)) {
+      throw new ProtocolError(
+        `wait must be a number of seconds from 0 to ${MAX_WAIT_SECONDS}, got ${
+          describe(value.wait)
+        }`,
+      );
+    }
+    message.wait = value.wait;
+  }
   return message;
 }
+
+/** Extension "push": the longest `wait` a message may ask for (a tracker may hold less). */
+export const MAX_WAIT_SECONDS = 3600;
 
 function checkRevision(value: unknown, where: string): number {
   if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) {
@@ -365,6 +398,9 @@ function parseHolder(value: unknown, where: string): Holder {
     ip: checkIp(value.ip, `${where}.ip`),
     port: checkPort(value.port, `${where}.port`),
     mtime: checkMtime(value.mtime, `${where}.mtime`),
+    ...(value.features === undefined
+      ? {}
+      : { features: checkStrings(value.features, `${where}.features`, 32) }),
   };
 }
 

@@ -6,6 +6,9 @@
  * relative path (extension "paths") is served with the same checks as the
  * listing makes (no `..`, nothing hidden, no symlinked folder on the way, no
  * symlink leading out, nothing the ignore rules of `.p2pignore` leave out).
+ * With the extensions "range" and "pipeline" a request is a JSON line that
+ * may start at an offset, and many such requests share one connection,
+ * answered in order (see `p2p/PROTOCOL.md`).
  *
  * {@linkcode fileRequestHandler} is the per-connection handler; it runs
  * inline, in a Web Worker or in a child process (`lib/concurrency.ts`
@@ -30,7 +33,7 @@ import {
 } from "../lib/concurrency.ts";
 import { LineReader, LineTooLongError } from "../lib/lines.ts";
 import { elapsedMs, formatBytes, type Log, preview, printLog, silentLog } from "../lib/log.ts";
-import { type Connection, formatAddr, listenOn, writeAll } from "../lib/net.ts";
+import { closeQuietly, type Connection, formatAddr, listenOn, writeAll } from "../lib/net.ts";
 import {
   IdleWriter,
   MAX_REQUEST_BYTES,
@@ -48,6 +51,13 @@ const SEND_TIMEOUT_SECONDS = 30;
 const LINGER_SECONDS = 30;
 /** Bytes a client may send after its request before we stop waiting for it to close. */
 const LINGER_MAX_BYTES = 64 * 1024;
+/**
+ * Longest extended request line: a JSON object with a path of at most 4096
+ * bytes (each `"` in it escaped to two) and an offset.
+ */
+const MAX_EXTENDED_REQUEST_BYTES = 2 * MAX_REQUEST_BYTES + 256; // bytes
+/** Answers collected before they go out in one write: many small files per system call. */
+const OUT_BUFFER_BYTES = 64 * 1024; // bytes
 
 /** Each shared folder's `.p2pignore`, read again only when it changes (one per Worker or child). */
 const ignoreFiles = new Map<string, IgnoreFile>();
@@ -65,10 +75,18 @@ export interface FileHandlerOptions {
 }
 
 /**
- * Serves one file request: reads the name (one line, a relative path of at
- * most 4096 bytes), and if it is a plain shared file in the folder, answers
- * `Content-Length: N\n` and streams exactly N bytes, one buffer at a time.
- * Anything else closes the connection with a log line and no reply.
+ * Serves one connection's file requests. A course request, a name and `\n`
+ * (at most 4096 bytes of relative path), gets `Content-Length: N\n` and
+ * exactly N bytes, one buffer at a time, and the connection ends, as in the
+ * course; anything not servable closes the connection with a log line and
+ * no reply.
+ *
+ * An extended request (extensions "range" and "pipeline", see
+ * `p2p/PROTOCOL.md`) is one JSON line, `{"name": "a/b.txt", "offset": 4096}`:
+ * it gets `Content-Length: N\n` with N the bytes from `offset` to the end,
+ * then those bytes, or `Error: REASON\n` when it cannot be served; either
+ * way the connection stays open for the next request, answered in order,
+ * until the client closes its side or sends nothing for the request timeout.
  *
  * @example
  * ```ts
@@ -83,77 +101,225 @@ export async function fileRequestHandler(
   conn: Connection,
   { options, log }: HandlerContext<FileHandlerOptions>,
 ): Promise<void> {
-  const say: Log = options.quiet ? silentLog : log;
   const who = formatAddr(conn.remoteAddr);
-  const started = performance.now();
-  // A client that never sends its request must not hold the connection.
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    conn.close();
-  }, (options.requestTimeoutSeconds ?? REQUEST_TIMEOUT_SECONDS) * 1000);
-  let name: string | null;
+  const requestTimeout = options.requestTimeoutSeconds ?? REQUEST_TIMEOUT_SECONDS;
+  // A client that stops reading must not hold the connection: each write that completes re-arms this.
+  const sendTimeout = options.sendTimeoutSeconds ?? SEND_TIMEOUT_SECONDS;
+  const out = new BufferedWriter(new IdleWriter(conn, sendTimeout * 1000));
+  // Answers wait in `out` while more requests are already here; they go out before we wait for more.
+  const lines = new LineReader({
+    read: async (p) => {
+      await out.flush();
+      return await conn.read(p);
+    },
+  }, MAX_EXTENDED_REQUEST_BYTES);
+  const served = { requests: 0 };
   try {
-    name = await new LineReader(conn, MAX_REQUEST_BYTES).readLine();
-  } catch (err) {
-    log(
-      `refused ${who}: ${
-        timedOut
-          ? `no request within ${options.requestTimeoutSeconds ?? REQUEST_TIMEOUT_SECONDS} s`
-          : err instanceof LineTooLongError
-          ? `request longer than ${MAX_REQUEST_BYTES} bytes`
-          : errorMessage(err)
-      }`,
-    );
-    return;
+    while (true) {
+      // A client that never sends its (next) request must not hold the connection.
+      let timedOut = false;
+      const timer = setTimeout(() => {
+        timedOut = true;
+        conn.close();
+      }, requestTimeout * 1000);
+      let line: string | null;
+      try {
+        line = await lines.readLine();
+      } catch (err) {
+        // After a pipelined request, a client that goes quiet or away is just done.
+        if (served.requests > 0 && (timedOut || !(err instanceof LineTooLongError))) return;
+        log(
+          `refused ${who}: ${
+            timedOut
+              ? `no request within ${requestTimeout} s`
+              : err instanceof LineTooLongError
+              ? `request longer than ${MAX_REQUEST_BYTES} bytes`
+              : errorMessage(err)
+          }`,
+        );
+        return;
+      } finally {
+        clearTimeout(timer);
+      }
+      if (line === null) {
+        if (served.requests === 0) {
+          if (!options.quiet) log(`${who} closed the connection without asking for a file`);
+        }
+        return;
+      }
+      const request = parseRequest(line);
+      if (request === null) {
+        // The course's request: one file, then the connection ends.
+        if (new TextEncoder().encode(line).length > MAX_REQUEST_BYTES) {
+          log(`refused ${who}: request longer than ${MAX_REQUEST_BYTES} bytes`);
+          return;
+        }
+        await serveOne(conn, out, { name: line, offset: 0 }, false, who, options, log);
+        return;
+      }
+      served.requests++;
+      if (!await serveOne(conn, out, request, true, who, options, log)) return;
+    }
   } finally {
-    clearTimeout(timer);
+    await out.flush().catch(() => {});
   }
-  if (name === null) {
-    say(`${who} closed the connection without asking for a file`);
-    return;
+}
+
+/** One request: the path, and where in the file to start ("range"). */
+interface FileRequest {
+  name: string;
+  offset: number;
+}
+
+/**
+ * An extended request line, `{"name": PATH, "offset": N}` (offset optional,
+ * 0 by default), or `null` for anything else: a course request, the name
+ * itself (a file really named like a JSON object is the one name a course
+ * peer cannot ask us for).
+ */
+function parseRequest(line: string): FileRequest | null {
+  if (!line.startsWith("{")) return null;
+  let value: unknown;
+  try {
+    value = JSON.parse(line);
+  } catch {
+    return null;
   }
-  const shown = preview(new TextEncoder().encode(name));
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return null;
+  const { name, offset } = value as { name?: unknown; offset?: unknown };
+  if (typeof name !== "string") return null;
+  if (offset === undefined) return { name, offset: 0 };
+  // A bad offset is answered with an error, not taken for a file name.
+  return {
+    name,
+    offset: Number.isSafeInteger(offset) && (offset as number) >= 0 ? offset as number : -1,
+  };
+}
+
+/**
+ * Answers one request. A course request (`extended` false) gets the file and
+ * then the end of the connection, or only the end when it cannot be served.
+ * An extended one gets `Content-Length:` and the bytes from its offset, or
+ * `Error: REASON`; resolves `true` when the connection can take the next
+ * request.
+ */
+async function serveOne(
+  conn: Connection,
+  out: BufferedWriter,
+  request: FileRequest,
+  extended: boolean,
+  who: string,
+  options: FileHandlerOptions,
+  log: Log,
+): Promise<boolean> {
+  const say: Log = options.quiet ? silentLog : log;
+  const started = performance.now();
+  const shown = preview(new TextEncoder().encode(request.name));
+  const refuse = async (reason: string) => {
+    log(`refused ${who}'s request for ${shown}: ${reason}`);
+    if (!extended) return false;
+    await out.write(new TextEncoder().encode(`Error: ${reason.replace(/[\r\n]/g, " ")}\n`));
+    return true;
+  };
+  if (request.offset < 0) return await refuse("the offset must be a whole number of bytes");
   let opened;
   try {
     // The rules as they are now: a file the user has just ignored is no longer served.
     let ignore = ignoreFiles.get(options.dir);
     if (!ignore) ignoreFiles.set(options.dir, ignore = new IgnoreFile(options.dir));
-    opened = await openSharedFile(options.dir, name, (await ignore.read()).rules);
+    opened = await openSharedFile(options.dir, request.name, (await ignore.read()).rules);
   } catch (err) {
     if (!(err instanceof RefusedError)) throw err;
-    log(`refused ${who}'s request for ${shown}: ${err.message}`);
-    return;
+    return await refuse(err.message);
   }
   const { file, info } = opened;
-  // A client that stops reading must not hold the connection: each write that completes re-arms this.
   const sendTimeout = options.sendTimeoutSeconds ?? SEND_TIMEOUT_SECONDS;
-  const out = new IdleWriter(conn, sendTimeout * 1000);
+  const { offset } = request;
+  const total = info.size - offset;
   let sent = 0;
   try {
-    await writeAll(out, new TextEncoder().encode(`Content-Length: ${info.size}\n`));
+    if (total < 0) {
+      file.close();
+      return await refuse(`offset ${offset} is past the end (${info.size} B)`);
+    }
+    if (offset > 0) await file.seek(offset, Deno.SeekMode.Start);
+    await out.write(new TextEncoder().encode(`Content-Length: ${total}\n`));
     // Stream exactly the announced length: one buffer in memory, whatever the size.
-    const buffer = new Uint8Array(Math.max(1, Math.min(TRANSFER_BUFFER_BYTES, info.size)));
-    while (sent < info.size) {
-      const n = await file.read(buffer.subarray(0, Math.min(buffer.length, info.size - sent)));
+    const buffer = new Uint8Array(Math.max(1, Math.min(TRANSFER_BUFFER_BYTES, total)));
+    while (sent < total) {
+      const n = await file.read(buffer.subarray(0, Math.min(buffer.length, total - sent)));
       if (n === null) break;
-      await writeAll(out, buffer.subarray(0, n));
+      await out.write(buffer.subarray(0, n));
       sent += n;
     }
-    if (sent < info.size) {
-      log(`${shown} shrank while being sent to ${who}: closing after ${sent} of ${info.size} B`);
+    const what = offset > 0 ? `${shown} from byte ${offset}` : shown;
+    if (sent < total) {
+      await out.flush();
+      log(`${what} shrank while being sent to ${who}: closing after ${sent} of ${total} B`);
+      return false;
+    }
+    if (!extended) {
+      await out.flush();
+      await conn.closeWrite();
+      await lingerUntilClosed(conn);
+    }
+    say(`sent ${what} (${formatBytes(sent)}) to ${who} in ${elapsedMs(started)}`);
+    return extended;
+  } catch (err) {
+    if (out.timedOut) {
+      log(
+        `closed ${who}: it read nothing for ${sendTimeout} s (${sent} of ${total} B of ${shown} sent)`,
+      );
+      return false;
+    }
+    // Counted in the log, so a resumed download can be checked against what was sent before.
+    log(
+      `stopped sending ${shown} to ${who} after ${formatBytes(out.written(sent))} of ${
+        formatBytes(total)
+      }: ${errorMessage(err)}`,
+    );
+    return false;
+  } finally {
+    closeQuietly(file);
+  }
+}
+
+/**
+ * Collects small writes (an answer's header, a small file, the next
+ * answers of pipelined requests) into one buffer, so that many small files
+ * go out in few system calls; big writes pass straight through. Call
+ * `flush()` before waiting for the client.
+ */
+class BufferedWriter {
+  #buffer = new Uint8Array(OUT_BUFFER_BYTES);
+  #used = 0;
+
+  constructor(readonly inner: IdleWriter) {}
+
+  get timedOut(): boolean {
+    return this.inner.timedOut;
+  }
+
+  /** Of `sent` bytes of a body given to `write()`, how many reached the kernel. */
+  written(sent: number): number {
+    return Math.max(0, sent - Math.min(this.#used, sent));
+  }
+
+  async write(p: Uint8Array): Promise<void> {
+    if (this.#used + p.length > this.#buffer.length) await this.flush();
+    if (p.length >= this.#buffer.length) {
+      await writeAll(this.inner, p);
       return;
     }
-    await conn.closeWrite();
-    await lingerUntilClosed(conn);
-    say(`sent ${shown} (${formatBytes(sent)}) to ${who} in ${elapsedMs(started)}`);
-  } catch (err) {
-    if (!out.timedOut) throw err;
-    log(
-      `closed ${who}: it read nothing for ${sendTimeout} s (${sent} of ${info.size} B of ${shown} sent)`,
-    );
-  } finally {
-    file.close();
+    this.#buffer.set(p, this.#used);
+    this.#used += p.length;
+  }
+
+  async flush(): Promise<void> {
+    if (this.#used === 0) return;
+    const pending = this.#buffer.subarray(0, this.#used);
+    this.#used = 0;
+    await writeAll(this.inner, pending);
   }
 }
 

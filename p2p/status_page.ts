@@ -1,11 +1,14 @@
 /**
  * The tracker's status page (beyond the handout): what a person sees at
- * `http://127.0.0.1:9001/`, live peers and their files, then the directory
- * and, when peers with the "versions" extension are around, each path's
- * current version, conflict copies and deletion; and the same data as JSON
- * at `/stats` for a program. Pure: it turns a
- * {@linkcode TrackerStats} snapshot into a `Response`; `tracker.ts` serves it
- * with `Deno.serve`.
+ * `http://127.0.0.1:9001/`, live peers and their files, the downloads our
+ * peers report in progress with their rate, then the directory and, when
+ * peers with the "versions" extension are around, each path's current
+ * version, conflict copies and deletion; and the same data as JSON at
+ * `/stats` for a program. The page keeps itself up to date without
+ * reloading: a few lines of script take the page's body again from
+ * `/events` (server-sent events, {@linkcode StatusEvents}) whenever it
+ * changes. The rest is pure: it turns a {@linkcode TrackerStats} snapshot
+ * into a `Response`; `tracker.ts` serves it with `Deno.serve`.
  *
  * @example
  * ```ts
@@ -17,6 +20,7 @@
  * @module
  */
 
+import { formatBytes } from "../lib/log.ts";
 import { hostPort, type TrackerStats } from "./tracker_state.ts";
 
 /**
@@ -78,7 +82,9 @@ export function escapeHtml(text: string): string {
 
 /**
  * Answers one request to the status page: `/` the HTML page, `/stats` the
- * JSON, anything else 404, any method but GET and HEAD 405.
+ * JSON, `/events` the page's live updates (only given `events`), anything
+ * else 404, any method but GET and HEAD 405. `stats` is a snapshot, or the
+ * function that takes one (called only when a page or JSON is asked for).
  *
  * @example
  * ```ts
@@ -88,11 +94,17 @@ export function escapeHtml(text: string): string {
  * statusResponse(new Request("http://127.0.0.1:9001/stats"), stats).status; // 200
  * ```
  */
-export function statusResponse(request: Request, stats: TrackerStats): Response {
+export function statusResponse(
+  request: Request,
+  snapshot: TrackerStats | (() => TrackerStats),
+  events?: StatusEvents,
+): Response {
   const path = new URL(request.url).pathname;
   if (request.method !== "GET" && request.method !== "HEAD") {
     return new Response("only GET here\n", { status: 405, headers: { allow: "GET, HEAD" } });
   }
+  if (path === "/events" && events) return events.respond(request);
+  const stats = typeof snapshot === "function" ? snapshot() : snapshot;
   if (path === "/stats") {
     const full = new URL(request.url).searchParams.has("full");
     const shown = full ? stats : capStats(stats, STATS_LIST_LIMIT);
@@ -105,11 +117,13 @@ export function statusResponse(request: Request, stats: TrackerStats): Response 
       headers: { "content-type": "text/html; charset=utf-8", "cache-control": "no-store" },
     });
   }
-  return new Response("not found: try / or /stats\n", { status: 404 });
+  return new Response("not found: try /, /stats or /events\n", { status: 404 });
 }
 
 /**
- * The page a person reads: live peers and their files, then the directory.
+ * The page a person reads: {@linkcode statusBody} in a page whose script
+ * replaces that body with each update from `/events`, so that it stays
+ * live without reloading. Without script it reloads every 5 s instead.
  *
  * @example
  * ```ts
@@ -120,6 +134,53 @@ export function statusResponse(request: Request, stats: TrackerStats): Response 
  * ```
  */
 export function statusPage(stats: TrackerStats): string {
+  return `<!doctype html>
+<html><head><meta charset="utf-8">
+<noscript><meta http-equiv="refresh" content="5"></noscript>
+<title>P2P tracker ${escapeHtml(stats.addr)}</title>
+<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}
+td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}
+#live-note{color:#666}progress{width:8em}</style></head>
+<body><p id="live-note">Live: this page updates itself (server-sent events from
+<a href="/events">/events</a>); the same data as JSON is at <a href="/stats">/stats</a>.</p>
+<div id="live">
+${statusBody(stats)}</div>
+<script>
+// Each event carries the whole body again (escaped by the tracker): put it in place, no reload.
+// statusLoadedAt and statusUpdates let a test see that the page was loaded once and updated since.
+window.statusLoadedAt = Date.now();
+window.statusUpdates = 0;
+const live = document.getElementById("live");
+const note = document.getElementById("live-note");
+const source = new EventSource("/events");
+source.addEventListener("status", (event) => {
+  live.innerHTML = event.data;
+  window.statusUpdates++;
+  note.firstChild.textContent = "Live (updated " + new Date().toLocaleTimeString() + "): this page updates itself (server-sent events from ";
+});
+// EventSource reconnects by itself (after the tracker restarts, say); say so meanwhile.
+source.addEventListener("error", () => {
+  note.firstChild.textContent = "Not connected, retrying: this page updates itself (server-sent events from ";
+});
+</script>
+</body></html>
+`;
+}
+
+/**
+ * What the status page shows, without the page around it (what `/events`
+ * sends): live peers and their files, downloads in progress, the
+ * directory, versions, counters. Names are escaped.
+ *
+ * @example
+ * ```ts
+ * import { statusBody } from "./status_page.ts";
+ * import type { TrackerStats } from "./tracker_state.ts";
+ * declare const stats: TrackerStats;
+ * const html = statusBody(stats); // "<h1>P2P tracker on ..."
+ * ```
+ */
+export function statusBody(stats: TrackerStats): string {
   const e = escapeHtml;
   const time = (seconds: number) => new Date(seconds * 1000).toISOString().replace(".000Z", "Z");
   const peerRows = stats.peers.map((p) =>
@@ -170,25 +231,22 @@ export function statusPage(stats: TrackerStats): string {
       : "");
   // Only peers with the "versions" extension make records: a course-only swarm sees no such table.
   const versions = stats.paths.length === 0 ? "" : `<h2>Versions (${stats.paths.length} paths)</h2>
+<p>${stats.paths.filter((p) => p.copies.length > 0).length} with conflict copies,
+${stats.paths.filter((p) => p.deleted).length} deleted (tombstones).</p>
 <table><tr><th>path</th><th>current version</th><th>live holders</th><th>conflict copies</th>` +
     `<th>deleted</th></tr>
 ${pathRows}
 </table>
 `;
   const c = stats.counters;
-  return `<!doctype html>
-<html><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
-<title>P2P tracker ${e(stats.addr)}</title>
-<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}
-td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}</style></head>
-<body><h1>P2P tracker on ${e(stats.addr)}</h1>
+  return `<h1>P2P tracker on ${e(stats.addr)}</h1>
 <p>Up since ${e(stats.startedAt)}. A peer expires after ${stats.peerTimeoutSeconds} s of silence,
-checked every ${stats.sweepIntervalSeconds} s. This page reloads every 5 s; the same data as JSON is at
-<a href="/stats">/stats</a>.</p>
+checked every ${stats.sweepIntervalSeconds} s.</p>
 <h2>Live peers (${stats.peers.length})</h2>
 <table><tr><th>peer (ip:port)</th><th>last seen</th><th>expires in</th><th>messages</th><th>files</th></tr>
 ${peerRows}
 </table>
+${transfersTable(stats)}
 <h2>Directory (${directoryNames.length} files)</h2>
 <table><tr><th>name</th><th>mtime</th><th>bytes</th><th>fetch from</th><th>also held by</th></tr>
 ${fileRows}
@@ -201,6 +259,179 @@ ${c.unsafeNames} unsafe file names ignored, ${c.silentClosed} silent connections
 ${c.sendTimeouts} closed for not reading, ${c.portChanges} peers replaced by another port of theirs;
 versions: ${c.conflicts} conflicts, ${c.deletions} deletions, ${c.revivals} revivals.
 Big folders: ${c.listParts} parts of file lists taken, ${c.pages} directory pages sent.</p>
-</body></html>
 `;
+}
+
+/**
+ * The downloads our peers reported in their last KeepAlive (extension
+ * "transfers"): who fetches what from whom, how far, how fast.
+ */
+function transfersTable(stats: TrackerStats): string {
+  const e = escapeHtml;
+  const rows = stats.peers.flatMap((p) =>
+    (p.transfers ?? []).map((t) =>
+      `<tr><td>${e(hostPort(p))}</td><td>${e(t.name)}</td><td>${e(t.from)}</td>` +
+      `<td><progress max="${t.size}" value="${t.bytes}"></progress> ` +
+      `${formatBytes(t.bytes)} of ${formatBytes(t.size)}` +
+      `${t.size > 0 ? ` (${Math.floor((t.bytes / t.size) * 100)}%)` : ""}</td>` +
+      `<td>${formatRate(t.rate)}</td><td>${t.secondsAgo.toFixed(1)} s ago</td></tr>`
+    )
+  );
+  const table = rows.length === 0
+    ? "<p><i>none reported</i> (our peers report their downloads while they run; the course's peers do not)</p>"
+    : `<table><tr><th>peer</th><th>file</th><th>from</th><th>received</th><th>rate</th>` +
+      `<th>reported</th></tr>\n${rows.join("\n")}\n</table>`;
+  return `<h2>Transfers in progress (${rows.length})</h2>\n${table}`;
+}
+
+/** A rate a person reads: `512 B/s`, `3.0 MiB/s`. */
+function formatRate(bytesPerSecond: number): string {
+  return `${formatBytes(Math.round(bytesPerSecond))}/s`;
+}
+
+/** Shortest time between two looks at the tracker for `/events`. */
+export const EVENT_TICK_MS = 1000; // milliseconds
+/**
+ * A comment line is sent to every viewer at least this often, so that a
+ * viewer that went away is noticed (a write fails) even when nothing changes.
+ */
+export const EVENT_PING_MS = 15_000; // milliseconds
+/** Viewers of `/events` at once; more are answered 503 (each costs a connection and a copy). */
+export const MAX_EVENT_VIEWERS = 64; // connections
+
+const encoder = new TextEncoder();
+
+/** One `/events` viewer: its stream, and the body it was last sent. */
+interface Viewer {
+  stream: ReadableStreamDefaultController<Uint8Array>;
+  sent: string;
+}
+
+/**
+ * The status page's live updates (`/events`, server-sent events): every
+ * tick, while someone watches, one snapshot is taken and rendered
+ * ({@linkcode statusBody}), and sent as an event `status` to each viewer
+ * whose copy differs. Each event is the whole body, so a viewer that is
+ * slow to read misses nothing by skipping one: it is sent the newest body
+ * once it has taken the last, and never more than one is queued for it.
+ * A tick waits at least ten times as long as rendering took, so a huge
+ * directory cannot keep the tracker busy rendering.
+ *
+ * @example
+ * ```ts
+ * import { StatusEvents, statusResponse } from "./status_page.ts";
+ * import type { TrackerStats } from "./tracker_state.ts";
+ * declare const stats: () => TrackerStats;
+ * const events = new StatusEvents(stats);
+ * const server = Deno.serve({ port: 9001 }, (request) => statusResponse(request, stats, events));
+ * // On the way out: end the streams first, or shutdown() waits for them.
+ * events.close();
+ * await server.shutdown();
+ * ```
+ */
+export class StatusEvents {
+  #stats: () => TrackerStats;
+  #viewers = new Set<Viewer>();
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #lastPing = 0;
+  #closed = false;
+
+  /** Updates from `stats`, taken only while someone watches. */
+  constructor(stats: () => TrackerStats) {
+    this.#stats = stats;
+  }
+
+  /** Viewers connected now. */
+  get viewers(): number {
+    return this.#viewers.size;
+  }
+
+  /** The event stream for one viewer: the current body at once, then each change. */
+  respond(request: Request): Response {
+    if (this.#closed || this.#viewers.size >= MAX_EVENT_VIEWERS) {
+      return new Response("too many viewers, or stopping: try again later\n", { status: 503 });
+    }
+    const headers = {
+      "content-type": "text/event-stream; charset=utf-8",
+      "cache-control": "no-store",
+    };
+    if (request.method === "HEAD") return new Response(null, { headers });
+    let viewer: Viewer;
+    const body = new ReadableStream<Uint8Array>({
+      start: (stream) => {
+        viewer = { stream, sent: "" };
+        this.#viewers.add(viewer);
+        // First how long a browser waits before reconnecting after the stream ends, then the body.
+        this.#send(viewer, statusBody(this.#stats()), "retry: 2000\n\n");
+        this.#schedule();
+      },
+      // The viewer went away (Deno.serve cancels the body): stop feeding it.
+      cancel: () => this.#drop(viewer),
+    });
+    return new Response(body, { headers });
+  }
+
+  /** Ends every stream and stops the ticks: call it before `Deno.serve`'s `shutdown()`. */
+  close(): void {
+    this.#closed = true;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    for (const viewer of this.#viewers) {
+      try {
+        viewer.stream.close();
+      } catch {
+        // Already closed or errored: nothing to end.
+      }
+    }
+    this.#viewers.clear();
+  }
+
+  #drop(viewer: Viewer): void {
+    this.#viewers.delete(viewer);
+    if (this.#viewers.size === 0) {
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+    }
+  }
+
+  /** The next tick, unless one is set or nobody watches. */
+  #schedule(delay = EVENT_TICK_MS): void {
+    if (this.#timer !== undefined || this.#viewers.size === 0 || this.#closed) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#tick();
+    }, delay);
+  }
+
+  /** One look: render once, send to each viewer that is ready and has an older body. */
+  #tick(): void {
+    const started = performance.now();
+    const body = statusBody(this.#stats());
+    const ping = started - this.#lastPing >= EVENT_PING_MS;
+    if (ping) this.#lastPing = started;
+    for (const viewer of this.#viewers) {
+      if (viewer.sent !== body) this.#send(viewer, body);
+      else if (ping) this.#enqueue(viewer, ": ping\n\n");
+    }
+    this.#schedule(Math.max(EVENT_TICK_MS, 10 * (performance.now() - started)));
+  }
+
+  /** Sends `body` as one `status` event, unless the viewer has not taken the last one yet. */
+  #send(viewer: Viewer, body: string, before = ""): void {
+    if ((viewer.stream.desiredSize ?? 0) <= 0) return;
+    // An event's data is its lines, each after "data: "; the browser joins them with "\n".
+    const data = body.split(/\r\n|\r|\n/).map((line) => `data: ${line}\n`).join("");
+    if (this.#enqueue(viewer, `${before}event: status\n${data}\n`)) viewer.sent = body;
+  }
+
+  /** Queues text on a viewer's stream; a stream that is gone drops the viewer. */
+  #enqueue(viewer: Viewer, text: string): boolean {
+    try {
+      viewer.stream.enqueue(encoder.encode(text));
+      return true;
+    } catch {
+      this.#drop(viewer);
+      return false;
+    }
+  }
 }

@@ -40,12 +40,13 @@ import {
   ProtocolError,
   TRACKER_MAX_LINE_BYTES,
 } from "./protocol.ts";
-import { statusResponse } from "./status_page.ts";
+import { StatusEvents, statusResponse } from "./status_page.ts";
 import {
   type EncodedDirectory,
   type Link,
   type Now,
   ownAddressFor,
+  parseTransfers,
   peerIp,
   sample,
   TrackerState,
@@ -73,6 +74,13 @@ export const DEFAULT_SWEEP_INTERVAL_SECONDS = 10;
  * directory needs about 35 KB/s.
  */
 export const DEFAULT_SEND_TIMEOUT_SECONDS = 30;
+
+/**
+ * Extension "push": the longest a reply is held for news, whatever `"wait"`
+ * asked (and at most a third of the peer timeout, so a held peer never
+ * expires): a peer hears from the tracker at least this often.
+ */
+export const MAX_HOLD_SECONDS = 60;
 
 /** Options for {@linkcode startTracker}. */
 export interface TrackerOptions {
@@ -177,27 +185,35 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
     let ending = "peer hung up";
     let replyBytes = 0; // the reply being written, for the send timeout's log line
     pc.waitingSince = performance.now();
+    /** The next message line; one too long, or not UTF-8, is the peer's protocol error. */
+    const readMessage = () =>
+      lines.readLine().catch((err) => {
+        if (err instanceof LineTooLongError) {
+          throw new ProtocolError(`line longer than ${maxLineBytes} bytes`);
+        }
+        if (err instanceof TypeError) throw new ProtocolError(err.message);
+        throw err;
+      });
+    /** Extension "push": the next line's read, when it began while a reply was held. */
+    let early: Promise<string | null> | null = null;
     try {
       while (true) {
-        let line: string | null;
-        try {
-          line = await lines.readLine();
-        } catch (err) {
-          if (err instanceof LineTooLongError) {
-            throw new ProtocolError(`line longer than ${maxLineBytes} bytes`);
-          }
-          if (err instanceof TypeError) throw new ProtocolError(err.message);
-          throw err;
-        }
+        const line = await (early ?? readMessage());
+        early = null;
         if (line === null) break;
         // Until the reply is written the send timeout is in charge, not the silence rule.
         pc.waitingSince = undefined;
         let said: string[];
         let since = 0;
+        let wait = 0;
         try {
           const message = parsePeerMessage(line);
           since = message.since ?? 0;
+          wait = message.wait ?? 0;
+          // Downloads in progress that one of our peers reports (checked before anything changes).
+          const transfers = parseTransfers(line);
           said = state.apply(pc, message, clock(), line.length);
+          state.setTransfers(pc, transfers, clock());
         } catch (err) {
           if (err instanceof ProtocolError) {
             throw new ProtocolError(`${err.message}; message was ${sample(line)}`);
@@ -205,12 +221,17 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
           throw err;
         }
         for (const text of said) log(text);
+        stirHeld();
         // Every message is answered with the whole directory, as in the course.
         // Each peer gets the directory for the extensions its connection asked for,
         // and a peer on another host sees peers on our loopback at our address.
         // A peer with "parts" gets only what changed since the revision it holds, a page at a time.
         const own = ownAddressFor(pc);
         for (const text of state.handOutNotices(own)) log(text);
+        // Extension "push": with nothing new yet, the reply may wait until there is.
+        if (wait > 0 && pc.features?.includes("push") && pc.features.includes("parts")) {
+          early = (await holdReply(pc, since, wait, own, readMessage)).next;
+        }
         const reply = pc.features?.includes("parts")
           ? state.pagedDirectory(pc, since, own)
           : state.encodedDirectory(pc.features, own);
@@ -257,6 +278,58 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
         log(`connection from ${pc.who} closed (${ending})`);
       }
     }
+  }
+
+  /** Extension "push": one waker per reply held now. */
+  const held = new Set<() => void>();
+
+  /** The state changed: each held reply looks whether its peer has news now. */
+  function stirHeld(): void {
+    for (const wake of held) wake();
+  }
+
+  /**
+   * Extension "push": holds the reply to `pc` until its directory has news
+   * since revision `since`, `seconds` pass (at most {@linkcode MAX_HOLD_SECONDS}
+   * and a third of the peer timeout), or the peer sends its next message, which
+   * is then answered right after this reply: so one message still gets one
+   * reply, in order. Resolves to that next message's read, begun here
+   * (wrapped: an async function would wait for a promise it returns).
+   */
+  async function holdReply(
+    pc: PeerConnection,
+    since: number,
+    seconds: number,
+    own: string | undefined,
+    readMessage: () => Promise<string | null>,
+  ): Promise<{ next: Promise<string | null> | null }> {
+    if (state.hasNews(pc, since, own)) return { next: null };
+    const next = readMessage();
+    let over = false;
+    let wake = () => {};
+    const stop = () => {
+      over = true;
+      wake();
+    };
+    // A message, the connection's end or its error: all end the hold (the loop reads which).
+    next.then(stop, stop);
+    const timer = setTimeout(
+      stop,
+      Math.min(seconds, MAX_HOLD_SECONDS, peerTimeoutMs / 3000) * 1000,
+    );
+    try {
+      while (!over && !state.hasNews(pc, since, own)) {
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+          held.add(resolve);
+        });
+        held.delete(wake);
+      }
+    } finally {
+      clearTimeout(timer);
+      held.delete(wake);
+    }
+    return { next };
   }
 
   /**
@@ -311,6 +384,8 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
   function sweep(): void {
     const result = state.sweep(clock(), open);
     for (const line of result.log) log(line);
+    // Expired peers' files moved or went: peers waiting for news hear it.
+    stirHeld();
     for (const pc of result.close) closeQuietly(pc.conn);
   }
 
@@ -334,6 +409,8 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
 
   // The status page (status_page.ts) on its own port, unless httpPort is null.
   let http: Deno.HttpServer<Deno.NetAddr> | null = null;
+  // The page's live updates (server-sent events at /events): one snapshot a tick for every viewer.
+  const events = new StatusEvents(stats);
   const port = options.port ?? 0;
   const httpPort = options.httpPort === undefined
     ? (port === 0 || port === 65535 ? 0 : port + 1)
@@ -344,7 +421,7 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
         hostname: addr.hostname,
         port: httpPort,
         onListen: () => {},
-      }, (request) => statusResponse(request, stats()));
+      }, (request) => statusResponse(request, stats, events));
     } catch (err) {
       clearInterval(sweeper);
       closing = true;
@@ -367,6 +444,8 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
       listener.close();
       for (const pc of open) closeQuietly(pc.conn);
       await accepting.settled();
+      // Open event streams never end on their own: end them, or shutdown() would wait for ever.
+      events.close();
       if (http) await http.shutdown();
     })();
     return closed;

@@ -19,6 +19,11 @@
  * this link holds: it keeps its copy of the directory for as long as the
  * connection lasts, and asks again while the tracker says there is more.
  *
+ * Extension "push": once the tracker accepted it (with "parts"), the wait
+ * between rounds is a KeepAlive with `"wait"` that the tracker answers when
+ * its directory changes ({@linkcode TrackerLink.poll}); a message sent
+ * meanwhile (a change here) gets the held reply first, then its own.
+ *
  * @example
  * ```ts
  * import { TrackerLink } from "./tracker_link.ts";
@@ -55,13 +60,38 @@ export interface Extensions {
   features: readonly string[];
   /** The deletions it made (sent with every file list). */
   deleted: DeletionInfo[];
+  /**
+   * Downloads in progress, reported to our tracker's status page (see
+   * `PROTOCOL.md`, "transfers"): sent only to a tracker whose reply had the
+   * `"/"` entry, at most once a round, and once empty when they are over.
+   */
+  transfers?: readonly TransferReport[];
 }
+
+/** One download in progress as the peer reports it (`fetch.ts`'s `Transfer`). */
+export interface TransferReport {
+  name: string;
+  /** The holder, `ip:port`. */
+  from: string;
+  bytes: number;
+  size: number;
+  /** Bytes per second. */
+  rate: number;
+}
+
+/** Downloads one report carries at most: our tracker takes 50 (`MAX_TRANSFERS`). */
+const MAX_REPORTED_TRANSFERS = 50; // entries
 
 /** First wait before reconnecting to the tracker; it doubles up to the maximum. */
 const BACKOFF_FIRST_MS = 250;
 const BACKOFF_MAX_MS = 10_000;
 /** Seconds to wait for the tracker's reply, at least (3 intervals if longer). */
 const TRACKER_REPLY_TIMEOUT_SECONDS = 10;
+/**
+ * Extension "push": a held KeepAlive answered with nothing new sooner than
+ * this (or than half the wait) was not held: the rest of the wait is plain.
+ */
+const MIN_HOLD_MS = 1_000;
 /** Seconds to wait for the tracker to accept the connection. */
 const CONNECT_TIMEOUT_SECONDS = 5;
 /**
@@ -109,6 +139,22 @@ export class TrackerLink {
   #deleted: Record<string, DeletedEntry> = Object.create(null);
   /** Extension "parts": the revision of that copy (0: nothing yet). */
   #since = 0;
+  /** The last reply as handed out (with this connection's copy of the directory). */
+  #last: TrackerReply | null = null;
+  /** Extension "push": the tracker's last reply accepted "push" and "parts". */
+  #push = false;
+  /** Extension "push": the held KeepAlive, until its reply is read; resolves to "it brought news". */
+  #polling: Promise<boolean> | null = null;
+  /** Extension "push": the last reply was a held KeepAlive's, and no message went since. */
+  #fresh = false;
+  /** Extension "push": that reply brought news that no exchange has handed out yet. */
+  #unseen = false;
+  /** Extension "transfers": the tracker's last reply had the `"/"` entry (it is one of ours). */
+  #ours = false;
+  /** Extension "transfers": the last report sent listed downloads (so an empty one is due). */
+  #reporting = false;
+  /** Extension "transfers": the report the next message carries, once. */
+  #report: TransferReport[] | undefined;
 
   /** A link that connects on its first {@linkcode TrackerLink.exchange}. */
   constructor(options: TrackerLinkOptions) {
@@ -122,6 +168,14 @@ export class TrackerLink {
   /** This peer's `ip:port` as the tracker sees it, while connected. */
   get self(): string | undefined {
     return this.#conn?.self;
+  }
+
+  /**
+   * Extension "push": whether the tracker's last reply on this connection
+   * accepted it, so that {@linkcode TrackerLink.poll} may wait for news.
+   */
+  get pushing(): boolean {
+    return this.#conn !== null && this.#push;
   }
 
   /** Whether {@linkcode TrackerLink.close} was called: the peer is stopping. */
@@ -140,6 +194,17 @@ export class TrackerLink {
     const deleted = extensions?.deleted;
     const init = this.#conn === null;
     if (init) await this.#connect();
+    else this.#report = this.#transferReport(extensions?.transfers);
+    const last = this.#last;
+    if (
+      !init && (this.#polling !== null || this.#fresh) && last !== null && !last.more &&
+      this.#sameAsAnnounced(files, deleted)
+    ) {
+      // Extension "push": nothing to say, and the tracker answers a held KeepAlive as soon as
+      // anything changes: the copy here is as new as the tracker's, no message needed.
+      this.#fresh = this.#unseen = false;
+      return last;
+    }
     let reply: TrackerReply;
     if (init || !this.#sameAsAnnounced(files, deleted)) {
       // Init always goes in parts (the tracker's answer says whether it takes the rest); a
@@ -178,7 +243,49 @@ export class TrackerLink {
     for (let pages = 1; reply.more && pages < MAX_PAGES_PER_ROUND; pages++) {
       reply = await this.#ask(this.#keepAlive());
     }
+    this.#fresh = this.#unseen = false;
     return reply;
+  }
+
+  /**
+   * Extension "push" (only while {@linkcode TrackerLink.pushing}): sends a
+   * KeepAlive that the tracker may hold for up to `seconds`, until its
+   * directory changes; resolves to whether the reply brought news. While it
+   * is held, calling it again returns the same wait, and an
+   * {@linkcode TrackerLink.exchange} with nothing to say sends nothing (one
+   * with a changed list interrupts the wait: its message goes at once).
+   * News that no exchange has handed out yet resolves it at once.
+   *
+   * @throws {TrackerError} when the connection fails (the reply is late by a reply timeout).
+   */
+  poll(seconds: number): Promise<boolean> {
+    if (this.#unseen) return Promise.resolve(true);
+    if (this.#polling !== null) return this.#polling;
+    const since = this.#since;
+    const polling: Promise<boolean> = this.#ask(
+      { port: this.#port, since, wait: seconds },
+      seconds,
+    ).then((reply) => {
+      const news = reply.rev !== since || reply.reset === true || reply.more === true;
+      this.#fresh = true;
+      if (news) this.#unseen = true;
+      return news;
+    }).finally(() => {
+      if (this.#polling === polling) this.#polling = null;
+    });
+    this.#polling = polling;
+    return polling;
+  }
+
+  /**
+   * Extension "transfers": the downloads to report this round, or
+   * `undefined` for none: only to our tracker, and an empty list only once
+   * after a report that had some (so the page stops showing them).
+   */
+  #transferReport(transfers: readonly TransferReport[] = []): TransferReport[] | undefined {
+    if (!this.#ours || (transfers.length === 0 && !this.#reporting)) return undefined;
+    this.#reporting = transfers.length > 0;
+    return transfers.slice(0, MAX_REPORTED_TRANSFERS);
   }
 
   /** A KeepAlive: the port, and with "parts" the revision of the directory held here. */
@@ -248,7 +355,12 @@ export class TrackerLink {
     };
     this.#announced = null;
     // A new connection knows nothing yet: its directory starts from revision 0.
-    this.#parts = false;
+    this.#parts =
+      this.#push =
+      this.#fresh =
+      this.#unseen =
+        false;
+    this.#polling = this.#last = null;
     this.#directory = Object.create(null);
     this.#deleted = Object.create(null);
     this.#since = 0;
@@ -262,8 +374,10 @@ export class TrackerLink {
    */
   #take(reply: TrackerReply): TrackerReply {
     if (reply.error !== undefined) throw new TrackerError(reply.error);
+    this.#ours = reply.features !== null;
     this.#parts = reply.features?.includes("parts") ?? false;
-    if (!this.#parts) return reply;
+    this.#push = this.#parts && (reply.features?.includes("push") ?? false);
+    if (!this.#parts) return this.#last = reply;
     if (reply.reset) {
       this.#directory = Object.create(null);
       this.#deleted = Object.create(null);
@@ -281,13 +395,24 @@ export class TrackerLink {
       this.#deleted[name] = entry;
     }
     this.#since = reply.rev ?? 0;
-    return { ...reply, directory: this.#directory, deleted: this.#deleted };
+    return this.#last = { ...reply, directory: this.#directory, deleted: this.#deleted };
   }
 
-  /** Sends one message and reads the directory it is answered with. */
-  async #ask(message: unknown): Promise<TrackerReply> {
+  /**
+   * Sends one message and reads the directory it is answered with. A held
+   * KeepAlive (extension "push") is answered first: its reply is read before
+   * this one's. `holdSeconds`: how long the tracker may hold this reply.
+   */
+  async #ask(message: unknown, holdSeconds = 0): Promise<TrackerReply> {
     const tracker = this.#conn!;
-    const limit = Math.max(TRACKER_REPLY_TIMEOUT_SECONDS, (3 * this.#interval) / 1000);
+    const earlier = this.#polling;
+    if (this.#report !== undefined) {
+      // The round's report rides on its first message only (pages asked for after it go without).
+      message = { ...(message as Record<string, unknown>), transfers: this.#report };
+      this.#report = undefined;
+    }
+    const limit = Math.max(TRACKER_REPLY_TIMEOUT_SECONDS, (3 * this.#interval) / 1000) +
+      holdSeconds;
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
@@ -295,8 +420,12 @@ export class TrackerLink {
     }, limit * 1000);
     try {
       await writeAll(tracker.conn, encodeLine(message));
+      // Our message made the tracker answer the held KeepAlive at once: that reply comes first.
+      if (earlier !== null) await earlier.catch(() => {});
       const line = await tracker.lines.readLine();
       if (line === null) throw new TrackerError("it closed the connection");
+      // A reply read after a reconnect belongs to the old connection: not to this directory.
+      if (this.#conn !== tracker) throw new TrackerError("connection lost");
       return this.#take(parseTrackerReply(line));
     } catch (err) {
       if (err instanceof TrackerError) throw err;
@@ -341,6 +470,12 @@ function sameList<T>(a: readonly T[], b: readonly T[], same: (x: T, y: T) => boo
 export interface Rounds {
   /** Stops the loop (closing the tracker link) and waits for the round under way. */
   stop(): Promise<void>;
+  /**
+   * Asks for a round soon (something changed here): at once when the loop
+   * waits between rounds, else right after the round under way. It does not
+   * cut short the wait after a tracker failure.
+   */
+  nudge(): void;
 }
 
 /**
@@ -349,6 +484,11 @@ export interface Rounds {
  * {@linkcode CliError} from connecting) drops the connection and waits
  * longer before each new try, 250 ms doubling to 10 s; any other failure is
  * logged and the next round comes on time.
+ *
+ * Extension "push": while the tracker accepts it, the wait between rounds
+ * is a KeepAlive it holds ({@linkcode TrackerLink.poll}), so a change on the
+ * tracker starts the next round at once; the interval stays the longest
+ * wait, and so the keep-alive period.
  *
  * @example
  * ```ts
@@ -366,18 +506,43 @@ export function repeatRounds(
   const interval = (options.interval ?? 5) * 1000;
   const log = options.log ?? printLog;
   let stopping = false;
+  /** A round was asked for since the last one began. */
+  let nudged = false;
+  /** Ends the wait under way (stop, or a nudge when `nudgeable`). */
   let wake: (() => void) | null = null;
+  let nudgeable = false;
 
-  function sleep(ms: number): Promise<void> {
-    if (stopping) return Promise.resolve();
-    return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done() {
-        clearTimeout(timer);
-        resolve();
-      }
-      wake = done;
-    });
+  /**
+   * Waits `ms` between rounds, less when nudged, stopped, or (extension
+   * "push") told of news by the tracker. After a tracker failure only
+   * stopping ends the wait early.
+   */
+  async function idle(ms: number, afterFailure: boolean): Promise<void> {
+    const deadline = performance.now() + ms;
+    let answeredAtOnce = false;
+    nudgeable = !afterFailure;
+    while (!stopping && !(nudged && nudgeable)) {
+      const left = deadline - performance.now();
+      if (left <= 0) break;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const asked = performance.now();
+      const news = await new Promise<boolean>((resolve) => {
+        wake = () => resolve(false);
+        if (!afterFailure && link.pushing && !answeredAtOnce) {
+          // The held KeepAlive is the wait; a failure shows in the next round's exchange.
+          link.poll(left / 1000).then(resolve, () => resolve(true));
+        } else {
+          timer = setTimeout(() => resolve(false), left);
+        }
+      });
+      clearTimeout(timer);
+      wake = null;
+      if (news) break;
+      // A tracker that answers a held KeepAlive at once with nothing new must not make us spin:
+      // the rest of this wait is a plain one.
+      answeredAtOnce = performance.now() - asked < Math.min(left / 2, MIN_HOLD_MS);
+    }
+    nudgeable = false;
   }
 
   // One round per interval; after a tracker failure, wait longer each time.
@@ -385,6 +550,8 @@ export function repeatRounds(
     let backoff = BACKOFF_FIRST_MS;
     while (!stopping) {
       let wait = interval;
+      let failed = false;
+      nudged = false;
       try {
         await round();
         backoff = BACKOFF_FIRST_MS;
@@ -397,11 +564,12 @@ export function repeatRounds(
           wait = backoff * (0.75 + Math.random() / 2);
           log(`tracker ${where}: ${err.message}; reconnecting in ${(wait / 1000).toFixed(1)} s`);
           backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
+          failed = true;
         } else {
           log(`sync round failed: ${errorMessage(err)}`);
         }
       }
-      await sleep(wait);
+      await idle(wait, failed);
     }
   }
 
@@ -412,6 +580,10 @@ export function repeatRounds(
       wake?.();
       link.close();
       return running;
+    },
+    nudge() {
+      nudged = true;
+      if (nudgeable) wake?.();
     },
   };
 }

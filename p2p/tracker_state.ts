@@ -60,6 +60,7 @@ import {
   isSafeFileName,
   isSafePath,
   META_KEY,
+  PEER_FEATURES,
   type PeerMessage,
   ProtocolError,
 } from "./protocol.ts";
@@ -129,7 +130,42 @@ export interface PeerStats {
   messages: number;
   /** The files it announced last. */
   files: FileInfo[];
+  /** Downloads it reported in progress (`"transfers"`, see `PROTOCOL.md`); absent when none. */
+  transfers?: TransferStats[];
 }
+
+/** One download in progress as a peer reported it (the `"transfers"` field of its KeepAlive). */
+export interface TransferInfo {
+  /** The file being fetched: a name the peer could announce. */
+  name: string;
+  /** The holder it comes from, `ip:port`. */
+  from: string;
+  /** Bytes received so far. */
+  bytes: number;
+  /** Bytes in the whole file. */
+  size: number;
+  /** Bytes per second, as the downloader measured it. */
+  rate: number;
+}
+
+/** A reported download as `/stats` shows it: with how old the report is. */
+export interface TransferStats extends TransferInfo {
+  /** Seconds since the peer sent this report. */
+  secondsAgo: number;
+}
+
+/**
+ * Downloads one peer may report at once: our peer runs a few, and the
+ * tracker keeps each peer's last report, so this bounds what a report costs.
+ */
+export const MAX_TRANSFERS = 50; // entries per report
+
+/**
+ * Longest message line searched for a `"transfers"` field: a report is at
+ * most {@linkcode MAX_TRANSFERS} short entries, so a longer line (a big file
+ * list) is not parsed a second time for one.
+ */
+export const MAX_TRANSFERS_LINE = 64 * 1024; // characters
 
 /** Running totals since the tracker started. */
 export interface TrackerCounters {
@@ -243,6 +279,13 @@ export interface PeerRecord {
   id?: string;
   /** Whether its connection asked for "versions": its hashed files then count as versions. */
   versions: boolean;
+  /** Extension "range"/"pipeline": the peer-to-peer features its connection accepted, joined by ",". */
+  serves?: string;
+  /**
+   * Its last report of downloads in progress, the connection it came on
+   * (a report from an older connection is not shown) and when (monotonic ms).
+   */
+  transfers?: { list: TransferInfo[]; via: Link; at: number };
   /**
    * A peer on loopback: the own addresses it has been shown at to peers on
    * other hosts, so that each is logged once ({@linkcode TrackerState.handOutNotices}).
@@ -597,6 +640,12 @@ export class TrackerState {
       peer.versions = versions;
       for (const held of peer.files.keys()) this.#changed(held);
     }
+    // Entries list each holder's peer-to-peer features: every entry it is in may change.
+    const serves = PEER_FEATURES.filter((f) => link.features?.includes(f)).join(",");
+    if (serves !== (peer.serves ?? "")) {
+      peer.serves = serves;
+      for (const held of peer.files.keys()) this.#changed(held);
+    }
 
     let files = message.files;
     let restored = false;
@@ -917,7 +966,30 @@ export class TrackerState {
       secondsToExpiry: round(Math.max(0, (this.#peerTimeoutMs - (now.mono - p.lastHeard)) / 1000)),
       messages: p.messages,
       files: [...p.files.values()],
+      ...(p.transfers && p.transfers.via === p.via
+        ? {
+          transfers: p.transfers.list.map((t) => ({
+            ...t,
+            secondsAgo: round((now.mono - p.transfers!.at) / 1000),
+          })),
+        }
+        : {}),
     }));
+  }
+
+  /**
+   * Keeps the downloads in progress that `link`'s peer reported (see
+   * {@linkcode parseTransfers}), replacing its last report; an empty one
+   * clears it. Only a connection that asked for extensions is heard: a
+   * course peer's field is ignored, as the course's tracker ignores it.
+   * Entries whose name this connection could not announce are dropped.
+   */
+  setTransfers(link: Link, transfers: TransferInfo[] | undefined, now: Now): void {
+    const peer = link.peer;
+    if (transfers === undefined || link.features === undefined || peer === undefined) return;
+    const list = transfers.filter((t) => acceptsName(link, t.name));
+    if (list.length === 0) delete peer.transfers;
+    else peer.transfers = { list, via: link, at: now.mono };
   }
 
   /** How a dropped peer's files fared: `holder of 2 files (1 moved to another holder, 1 gone)`. */
@@ -956,10 +1028,12 @@ export class TrackerState {
     const versions = features?.includes("versions") ?? false;
     const holdings = this.holdings.get(name) ?? [];
     const record = this.records.get(name);
-    if (!record) return newestEntry(holdings);
+    if (!record) return newestEntry(holdings, features);
     // Copies made by "versions" peers (and paths with folders) are theirs alone.
     const course = holdings.filter((h) => !isVersioned(h));
-    if (!versions && (name.includes("/") || isConflictCopy(name))) return newestEntry(course);
+    if (!versions && (name.includes("/") || isConflictCopy(name))) {
+      return newestEntry(course, features);
+    }
 
     const { current, tombstone } = record;
     const since = current
@@ -971,14 +1045,14 @@ export class TrackerState {
       h.info.mtime > since && (current === null || h.info.sha256 !== current.sha256)
     );
     if (newer.length > 0) {
-      const entry = newestEntry(newer)!;
+      const entry = newestEntry(newer, features)!;
       // No hash: a "versions" peer fetches it by the mtime rule and announces it as its own version.
       if (versions) delete entry.sha256;
       return entry;
     }
     if (current) {
       const holders = this.#holdersOf(name, current.sha256);
-      if (holders.length === 0) return versions ? null : newestEntry(course);
+      if (holders.length === 0) return versions ? null : newestEntry(course, features);
       const entry: DirectoryEntry = {
         ip: holders[0].peer.ip,
         port: holders[0].peer.port,
@@ -993,7 +1067,7 @@ export class TrackerState {
           entry.copies = record.copies.map((c) => ({ sha256: c.sha256, name: c.name }));
         }
       }
-      entry.holders = holders.slice(0, MAX_LISTED_HOLDERS).map(holderOf);
+      entry.holders = holders.slice(0, MAX_LISTED_HOLDERS).map((h) => holderOf(h, features));
       return entry;
     }
     if (!versions || !tombstone) return null;
@@ -1174,6 +1248,18 @@ export class TrackerState {
     return { parts: [bytes], bytes: bytes.length };
   }
 
+  /**
+   * Extension "push": whether {@linkcode TrackerState.pagedDirectory} would
+   * bring `link` anything from revision `since`: a change since, or a fresh
+   * start. A reply held for news (`"wait"`) is sent as soon as this is true.
+   */
+  hasNews(link: Link, since: number, ownAddress?: string): boolean {
+    const log = this.#view(link.features, ownAddress).log;
+    if (log === undefined) return true;
+    // A revision from another log is news (a fresh start); from 0, so is anything at all.
+    return (since > 0 && link.pagedFrom !== log) || log.rev !== since;
+  }
+
   /** Makes room for one more own address's views: the oldest one's go when there are too many. */
   #keepOwnAddress(own: string): void {
     if (this.#ownAddresses.has(own)) return;
@@ -1326,9 +1412,17 @@ function shownAt(entry: ViewEntry, ownAddress: string | undefined): ViewEntry {
   return shown;
 }
 
-/** A holder as an entry lists it. */
-function holderOf(h: Holding): Holder {
-  return { ip: h.peer.ip, port: h.peer.port, mtime: h.info.mtime };
+/**
+ * A holder as an entry lists it; for a peer that asked for peer-to-peer
+ * features (`features`), with those of them the holder accepted too.
+ */
+function holderOf(h: Holding, features?: readonly string[]): Holder {
+  const holder: Holder = { ip: h.peer.ip, port: h.peer.port, mtime: h.info.mtime };
+  const both = PEER_FEATURES.filter((f) =>
+    features?.includes(f) && h.peer.via.features?.includes(f)
+  );
+  if (both.length > 0) holder.features = both;
+  return holder;
 }
 
 /**
@@ -1336,7 +1430,10 @@ function holderOf(h: Holding): Holder {
  * equal ones the first announced, then the other holders of that version
  * (unless their size or hash says otherwise). `null` when there are none.
  */
-function newestEntry(holdings: readonly Holding[]): DirectoryEntry | null {
+function newestEntry(
+  holdings: readonly Holding[],
+  features?: readonly string[],
+): DirectoryEntry | null {
   if (holdings.length === 0) return null;
   let newest = holdings[0];
   for (const h of holdings) {
@@ -1352,7 +1449,7 @@ function newestEntry(holdings: readonly Holding[]): DirectoryEntry | null {
   const same = holdings.filter((h) => h.info.mtime === newest.info.mtime && sameBytes(h, newest));
   entry.holders = [newest, ...same.filter((h) => h !== newest)]
     .slice(0, MAX_LISTED_HOLDERS)
-    .map(holderOf);
+    .map((h) => holderOf(h, features));
   return entry;
 }
 
@@ -1370,6 +1467,51 @@ function asVersion(info: FileInfo, author: string): Version | null {
     by: info.by ?? author,
     history: info.history ?? [],
   };
+}
+
+/**
+ * The `"transfers"` field of a peer's message line, checked, or `undefined`
+ * when it has none (`parsePeerMessage` leaves out fields it does not know;
+ * this extension's field is read here, and only from short lines). At most
+ * {@linkcode MAX_TRANSFERS} entries of `{"name", "from", "bytes", "size",
+ * "rate"}`; whether each name is safe is {@linkcode TrackerState.setTransfers}'s
+ * question.
+ *
+ * @example
+ * ```ts
+ * import { parseTransfers } from "./tracker_state.ts";
+ * parseTransfers('{"port": 8001, "transfers": [{"name": "a.bin", "from": "10.0.0.3:8002", ' +
+ *   '"bytes": 1024, "size": 4096, "rate": 512}]}'); // [{ name: "a.bin", ... }]
+ * parseTransfers('{"port": 8001}'); // undefined
+ * ```
+ * @throws {ProtocolError} when the field is there but not such a list.
+ */
+export function parseTransfers(line: string): TransferInfo[] | undefined {
+  if (line.length > MAX_TRANSFERS_LINE || !line.includes('"transfers"')) return undefined;
+  let value: unknown;
+  try {
+    value = (JSON.parse(line) as Record<string, unknown>)?.transfers;
+  } catch {
+    return undefined; // not JSON: parsePeerMessage has said so already
+  }
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value) || value.length > MAX_TRANSFERS) {
+    throw new ProtocolError(`transfers must be a list of at most ${MAX_TRANSFERS} downloads`);
+  }
+  const count = (v: unknown) => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
+  return value.map((t, i) => {
+    const ok = typeof t === "object" && t !== null && typeof t.name === "string" &&
+      typeof t.from === "string" && /^[0-9A-Za-z.:[\]%-]{3,80}$/.test(t.from) &&
+      count(t.bytes) && count(t.size) && t.bytes <= t.size &&
+      typeof t.rate === "number" && Number.isFinite(t.rate) && t.rate >= 0;
+    if (!ok) {
+      throw new ProtocolError(
+        `transfers[${i}] must be {"name", "from": "ip:port", "bytes" <= "size", "rate" >= 0}, ` +
+          `got ${sample(JSON.stringify(t) ?? String(t))}`,
+      );
+    }
+    return { name: t.name, from: t.from, bytes: t.bytes, size: t.size, rate: t.rate };
+  });
 }
 
 /**

@@ -11,102 +11,16 @@
  */
 
 import assert from "node:assert/strict";
-import { LineReader } from "../lib/lines.ts";
-import { writeAll } from "../lib/net.ts";
-import { DownloadQueue } from "../p2p/fetch.ts";
+import { DownloadQueue, type DownloadQueueOptions } from "../p2p/fetch.ts";
 import { HashCache, isTempName } from "../p2p/files.ts";
 import { startPeer } from "../p2p/peer.ts";
 import type { Wanted } from "../p2p/plan.ts";
-import { type Directory, encodeLine } from "../p2p/protocol.ts";
-import { randomBytes, readAll, sha256, waitUntil } from "./helpers.ts";
-import { MIB, namesIn, tempFolder } from "./p2p_helpers.ts";
+import { randomBytes, sha256, waitUntil } from "./helpers.ts";
+import { fakeHolder, fakeTracker, MIB, namesIn, tempFolder } from "./p2p_helpers.ts";
 
 const T0 = 1_700_000_000; // a fixed mtime, in seconds
-const encoder = new TextEncoder();
 /** Time between the simulated rounds of the queue tests (a peer's `--interval`). */
 const ROUND_MS = 100; // milliseconds
-
-/** A holder stand-in that serves `files` and records every request. */
-function fakeHolder(files: Map<string, Uint8Array>) {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const requests: string[] = [];
-  /** When each request came (`performance.now()` ms). */
-  const times: number[] = [];
-  const served = new Set<Promise<void>>();
-  const accepting = (async () => {
-    for await (const conn of listener) {
-      const job = (async () => {
-        try {
-          const name = await new LineReader(conn, 4096).readLine();
-          if (name === null) return;
-          requests.push(name);
-          times.push(performance.now());
-          const body = files.get(name) ?? new Uint8Array();
-          await writeAll(conn, encoder.encode(`Content-Length: ${body.length}\n`));
-          await writeAll(conn, body);
-          await conn.closeWrite();
-          await readAll(conn);
-        } catch {
-          // The downloader gave up (that is the point of these tests).
-        } finally {
-          try {
-            conn.close();
-          } catch {
-            // Closed already.
-          }
-        }
-      })().finally(() => served.delete(job));
-      served.add(job);
-    }
-  })();
-  return {
-    port: (listener.addr as Deno.NetAddr).port,
-    requests,
-    times,
-    async close() {
-      listener.close();
-      await accepting;
-      await Promise.allSettled([...served]);
-    },
-  };
-}
-
-/** A tracker stand-in that answers every message with `directory()`. */
-function fakeTracker(directory: () => Directory) {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const conns = new Set<Deno.Conn>();
-  const served = new Set<Promise<void>>();
-  const accepting = (async () => {
-    for await (const conn of listener) {
-      conns.add(conn);
-      const job = (async () => {
-        const lines = new LineReader(conn, MIB);
-        try {
-          while ((await lines.readLine()) !== null) await writeAll(conn, encodeLine(directory()));
-        } catch {
-          // Closed by the test or by the peer.
-        } finally {
-          conns.delete(conn);
-          try {
-            conn.close();
-          } catch {
-            // Closed already.
-          }
-        }
-      })().finally(() => served.delete(job));
-      served.add(job);
-    }
-  })();
-  return {
-    port: (listener.addr as Deno.NetAddr).port,
-    async close() {
-      listener.close();
-      await accepting;
-      for (const conn of conns) conn.close();
-      await Promise.allSettled([...served]);
-    },
-  };
-}
 
 /** Runs a command; returns its stderr, or `null` when it worked. */
 async function run(command: string, args: string[]): Promise<string | null> {
@@ -181,11 +95,26 @@ function wanted(body: Uint8Array, ports: number[], mtime = T0): Wanted {
 }
 
 /**
- * Plays the peer's rounds for a queue: every {@linkcode ROUND_MS}, the plan
- * is "every file of `files` not in the folder yet and not in flight", as
- * `planVersions()` would decide. Returns a stopper that waits for the queue.
+ * A download queue into `dir` played as the peer's rounds: every
+ * {@linkcode ROUND_MS}, the plan is "every file of `files` not in the folder
+ * yet and not in flight", as `planVersions()` would decide. Its log lines and
+ * counters are kept for the test; `stop()` ends the rounds and waits for the
+ * queue.
  */
-function playRounds(queue: DownloadQueue, dir: string, files: Map<string, Wanted>) {
+function queueInRounds(
+  dir: string,
+  files: Map<string, Wanted>,
+  options: Pick<DownloadQueueOptions, "checkSpace" | "localRetryFirstMs"> = {},
+) {
+  const lines: string[] = [];
+  const stats = { downloads: 0, bytes: 0, failures: 0 };
+  const queue = new DownloadQueue({
+    dir,
+    hashes: new HashCache(),
+    stats,
+    log: (line) => lines.push(line),
+    ...options,
+  });
   let rounds = 0;
   const timer = setInterval(() => {
     rounds++;
@@ -196,6 +125,9 @@ function playRounds(queue: DownloadQueue, dir: string, files: Map<string, Wanted
     queue.replace(plan);
   }, ROUND_MS);
   return {
+    queue,
+    lines,
+    stats,
     get rounds() {
       return rounds;
     },
@@ -221,22 +153,14 @@ Deno.test({
     const big = randomBytes(2 * MIB, 7);
     const small = randomBytes(10_000, 8);
     const holder = fakeHolder(new Map([["big.bin", big], ["small.txt", small]]));
-    const lines: string[] = [];
-    const stats = { downloads: 0, bytes: 0, failures: 0 };
-    const queue = new DownloadQueue({
-      dir: share.path,
-      hashes: new HashCache(),
-      stats,
-      log: (line) => lines.push(line),
-    });
-    const rounds = playRounds(
-      queue,
+    const rounds = queueInRounds(
       share.path,
       new Map([
         ["big.bin", wanted(big, [holder.port])],
         ["small.txt", wanted(small, [holder.port])],
       ]),
     );
+    const { queue, lines, stats } = rounds;
     try {
       // Twenty rounds: the old peer asked for big.bin (and failed) in every one of them.
       await waitUntil(() => rounds.rounds >= 20, 20_000, "twenty rounds");
@@ -287,21 +211,13 @@ Deno.test({
     const big = randomBytes(2 * MIB, 9);
     const first = fakeHolder(new Map([["big.bin", big]]));
     const second = fakeHolder(new Map([["big.bin", big]]));
-    const lines: string[] = [];
-    const stats = { downloads: 0, bytes: 0, failures: 0 };
-    const queue = new DownloadQueue({
-      dir: share.path,
-      hashes: new HashCache(),
-      stats,
-      log: (line) => lines.push(line),
-      // As a peer run without --allow-sys=statfs: only the write error tells.
-      checkSpace: false,
-    });
-    const rounds = playRounds(
-      queue,
+    const rounds = queueInRounds(
       share.path,
       new Map([["big.bin", wanted(big, [first.port, second.port])]]),
+      // As a peer run without --allow-sys=statfs: only the write error tells.
+      { checkSpace: false },
     );
+    const { queue, lines, stats } = rounds;
     try {
       await waitUntil(() => rounds.rounds >= 20, 20_000, "twenty rounds");
       const explain = lines.join("\n");
@@ -438,21 +354,13 @@ Deno.test({
     await using share = await readOnlyShare();
     const body = randomBytes(20_000, 13);
     const holder = fakeHolder(new Map([["a.bin", body]]));
-    const lines: string[] = [];
-    const stats = { downloads: 0, bytes: 0, failures: 0 };
     const first = 200; // ms: the first wait, short for the test (5 s in a peer)
-    const queue = new DownloadQueue({
-      dir: share.path,
-      hashes: new HashCache(),
-      stats,
-      log: (line) => lines.push(line),
-      localRetryFirstMs: first,
-    });
-    const rounds = playRounds(
-      queue,
+    const rounds = queueInRounds(
       share.path,
       new Map([["a.bin", wanted(body, [holder.port])]]),
+      { localRetryFirstMs: first },
     );
+    const { queue, lines, stats } = rounds;
     try {
       // Waits of 0.2, 0.4, 0.8, 1.6 s: the fifth attempt comes 3 s after the first.
       await waitUntil(
@@ -486,19 +394,8 @@ Deno.test({
  */
 async function notCapableChild([port, dir]: string[]): Promise<void> {
   const body = randomBytes(50_000, 12);
-  const lines: string[] = [];
-  const stats = { downloads: 0, bytes: 0, failures: 0 };
-  const queue = new DownloadQueue({
-    dir,
-    hashes: new HashCache(),
-    stats,
-    log: (line) => lines.push(line),
-  });
-  const rounds = playRounds(
-    queue,
-    dir,
-    new Map([["a.bin", wanted(body, [Number(port)])]]),
-  );
+  const rounds = queueInRounds(dir, new Map([["a.bin", wanted(body, [Number(port)])]]));
+  const { queue, lines, stats } = rounds;
   await waitUntil(() => rounds.rounds >= 20, 20_000, "twenty rounds");
   await rounds.stop();
   console.log(JSON.stringify({

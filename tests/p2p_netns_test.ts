@@ -154,11 +154,12 @@ Deno.test({
       // The tracker saw each peer at its own address, and handed those out.
       await tracker.waitFor(new RegExp(`peer ${SUBNET}\\.${HOSTS.a}:8000 joined`));
       await tracker.waitFor(new RegExp(`peer ${SUBNET}\\.${HOSTS.b}:8000 joined`));
-      assert.ok(
-        scripts[2].lines.some((l) =>
-          l.startsWith(`downloaded from_a.bin from ${SUBNET}.${HOSTS.a}:8000`)
+      // The line comes just after the file is in place: wait for it rather than read it at once.
+      await scripts[2].waitFor(
+        new RegExp(
+          `^downloaded from_a\\.bin from ${SUBNET.replaceAll(".", "\\.")}\\.${HOSTS.a}:8000`,
         ),
-        scripts[2].lines.join("\n"),
+        5000,
       );
       // And its status page, asked from inside its namespace, lists both addresses.
       const stats = new Deno.Command("ip", {
@@ -237,15 +238,11 @@ Deno.test({
       await tracker.waitFor(new RegExp(`peer 127\\.0\\.0\\.1:${peerA.port} joined`));
       // ...but handed B the address B reached it on, and A got B's real one.
       const reached = `${SUBNET}.${HOSTS.t}:${peerA.port}`;
-      assert.ok(
-        peerB.lines.some((l) => l.startsWith(`downloaded from_a.bin from ${reached}`)),
-        peerB.lines.join("\n"),
-      );
-      assert.ok(
-        peerA.lines.some((l) =>
-          l.startsWith(`downloaded from_b.bin from ${SUBNET}.${HOSTS.b}:8000`)
-        ),
-        peerA.lines.join("\n"),
+      const dots = (text: string) => text.replaceAll(".", "\\.");
+      await peerB.waitFor(new RegExp(`^downloaded from_a\\.bin from ${dots(reached)}`), 5000);
+      await peerA.waitFor(
+        new RegExp(`^downloaded from_b\\.bin from ${dots(SUBNET)}\\.${HOSTS.b}:8000`),
+        5000,
       );
       // Said once on the tracker's console, with what A must do to be reached.
       await tracker.waitFor(new RegExp(`127\\.0\\.0\\.1:${peerA.port} .*${reached}`));

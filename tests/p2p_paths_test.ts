@@ -10,7 +10,6 @@
  */
 
 import assert from "node:assert/strict";
-import { LineReader } from "../lib/lines.ts";
 import { preview } from "../lib/log.ts";
 import { writeAll } from "../lib/net.ts";
 import {
@@ -37,6 +36,10 @@ import { type Link, type Now, TrackerState } from "../p2p/tracker_state.ts";
 import { STATE_DIR } from "../p2p/sync_state.ts";
 import { concat, readAll, sha256, withTimeout } from "./helpers.ts";
 import {
+  fakeHolder,
+  fakeTracker,
+  folderTree,
+  holderReply,
   putFile,
   type Seen,
   startPeerScript,
@@ -320,32 +323,6 @@ Deno.test("listSharedFiles() walks subfolders, skips hidden and symlinked folder
 // ---------------------------------------------------------------------------
 // Real peers.
 
-/** Every file under `dir` by relative path (the state folder aside, temp files included). */
-async function tree(dir: string, under = ""): Promise<Record<string, Seen>> {
-  const out: Record<string, Seen> = {};
-  for await (const entry of Deno.readDir(under === "" ? dir : `${dir}/${under}`)) {
-    const path = under === "" ? entry.name : `${under}/${entry.name}`;
-    if (path === STATE_DIR) continue;
-    if (entry.isDirectory) {
-      Object.assign(out, await tree(dir, path));
-    } else if (entry.isFile) {
-      try {
-        const bytes = await Deno.readFile(`${dir}/${path}`);
-        const info = await Deno.stat(`${dir}/${path}`);
-        out[path] = {
-          size: bytes.length,
-          mtime: Math.floor(info.mtime!.getTime() / 1000),
-          sha256: sha256(bytes),
-        };
-      } catch (err) {
-        // Renamed or removed while we looked: a download in progress.
-        if (!(err instanceof Deno.errors.NotFound)) throw err;
-      }
-    }
-  }
-  return out;
-}
-
 function sorted(state: Record<string, Seen>): string {
   return JSON.stringify(Object.entries(state).sort(([a], [b]) => (a < b ? -1 : 1)));
 }
@@ -369,11 +346,11 @@ Deno.test("subfolders three deep sync both ways between two real peers, folders 
   await using pb = await startPeerScript(b.path, tracker.port);
   const logs = () => [pa, pb].map((p) => p.lines.join("\n")).join("\n---\n");
   const same = async (count: number) => {
-    const [ta, tb] = await Promise.all([tree(a.path), tree(b.path)]);
+    const [ta, tb] = await Promise.all([folderTree(a.path), folderTree(b.path)]);
     return Object.keys(ta).length === count && sorted(ta) === sorted(tb);
   };
   await waitUntil(() => same(5), 15_000, "both folders with all five files", logs);
-  assert.equal((await tree(b.path))["a/b/c/deep.txt"]?.mtime, T0 + 1);
+  assert.equal((await folderTree(b.path))["a/b/c/deep.txt"]?.mtime, T0 + 1);
   assert.ok((await Deno.stat(`${a.path}/x/y/z`)).isDirectory);
   assert.ok(pb.lines.some((l) => /fetching a\/b\/c\/deep\.txt \(missing here\)/.test(l)), logs());
   // An edit deep down goes the other way; a deletion deep down reaches the other peer.
@@ -381,7 +358,7 @@ Deno.test("subfolders three deep sync both ways between two real peers, folders 
   await Deno.remove(`${a.path}/a/b/side.txt`);
   await waitUntil(
     async () => {
-      const [ta, tb] = await Promise.all([tree(a.path), tree(b.path)]);
+      const [ta, tb] = await Promise.all([folderTree(a.path), folderTree(b.path)]);
       return sorted(ta) === sorted(tb) && ta["a/b/c/deep.txt"]?.mtime === T0 + 100 &&
         ta["a/b/side.txt"] === undefined;
     },
@@ -404,7 +381,7 @@ Deno.test("ignore rules: a .p2pignore folder stays local, *.py travels only afte
   await using pa = await startPeerScript(a.path, tracker.port);
   await using pb = await startPeerScript(b.path, tracker.port);
   const logs = () => [pa, pb].map((p) => p.lines.join("\n")).join("\n---\n");
-  const at = async (dir: string, path: string) => (await tree(dir))[path] !== undefined;
+  const at = async (dir: string, path: string) => (await folderTree(dir))[path] !== undefined;
   await waitUntil(
     async () => (await at(b.path, "src/main.c")) && (await at(b.path, "notes/n.txt")),
     15_000,
@@ -414,7 +391,7 @@ Deno.test("ignore rules: a .p2pignore folder stays local, *.py travels only afte
   // A later file as a barrier: the rounds that brought it would have brought the rest.
   await put(a.path, "barrier1.txt", "1\n", T0);
   await waitUntil(() => at(b.path, "barrier1.txt"), 15_000, "barrier1.txt on b", logs);
-  assert.deepEqual(Object.keys(await tree(b.path)).sort(), [
+  assert.deepEqual(Object.keys(await folderTree(b.path)).sort(), [
     "barrier1.txt",
     "notes/n.txt",
     "src/main.c",
@@ -452,85 +429,12 @@ Deno.test("ignore rules: a .p2pignore folder stays local, *.py travels only afte
   assert.ok(!pb.lines.some((l) => l.includes("deleted notes/n.txt")), logs());
 });
 
-/** A tracker stand-in: records every message, answers each with the line `reply()` gives. */
-function fakeTracker(reply: () => string) {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const messages: { files?: { name: string }[]; deleted?: { name: string }[] }[] = [];
-  const conns = new Set<Deno.Conn>();
-  const jobs = new Set<Promise<void>>();
-  const accepting = (async () => {
-    for await (const conn of listener) {
-      conns.add(conn);
-      const job = (async () => {
-        const lines = new LineReader(conn, 1024 * 1024);
-        try {
-          while (true) {
-            const line = await lines.readLine();
-            if (line === null) break;
-            messages.push(JSON.parse(line));
-            await writeAll(conn, encoder.encode(reply() + "\n"));
-          }
-        } catch {
-          // Closed by the test or by the peer.
-        } finally {
-          conns.delete(conn);
-          conn.close();
-        }
-      })().finally(() => jobs.delete(job));
-      jobs.add(job);
-    }
-  })();
-  return {
-    port: (listener.addr as Deno.NetAddr).port,
-    messages,
-    async close() {
-      listener.close();
-      await accepting;
-      for (const conn of conns) conn.close();
-      await Promise.allSettled([...jobs]);
-    },
-  };
-}
-
-/** A holder stand-in: answers every request with `content`; records the requests. */
-function fakeHolder(content: Uint8Array) {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const requests: string[] = [];
-  const jobs = new Set<Promise<void>>();
-  const accepting = (async () => {
-    for await (const conn of listener) {
-      const job = (async () => {
-        try {
-          const name = await new LineReader(conn, 8192).readLine();
-          if (name === null) return;
-          requests.push(name);
-          await writeAll(conn, encoder.encode(`Content-Length: ${content.length}\n`));
-          await writeAll(conn, content);
-          await conn.closeWrite();
-          await readAll(conn);
-        } catch {
-          // The peer went away.
-        } finally {
-          conn.close();
-        }
-      })().finally(() => jobs.delete(job));
-      jobs.add(job);
-    }
-  })();
-  return {
-    port: (listener.addr as Deno.NetAddr).port,
-    requests,
-    async close() {
-      listener.close();
-      await accepting;
-      await Promise.allSettled([...jobs]);
-    },
-  };
-}
-
 /** The names a message carried, in `files` and `deleted`. */
-function namesSent(message: { files?: { name: string }[]; deleted?: { name: string }[] }) {
-  return [...(message.files ?? []), ...(message.deleted ?? [])].map((f) => f.name);
+function namesSent(message: Record<string, unknown>): string[] {
+  const listed = [message.files, message.deleted].flatMap((list) =>
+    (list ?? []) as { name: string }[]
+  );
+  return listed.map((f) => f.name);
 }
 
 Deno.test('our peer sends a name with "/" only after the tracker accepted "paths", never in an Init', async () => {
@@ -551,11 +455,11 @@ Deno.test('our peer sends a name with "/" only after the tracker accepted "paths
         interval: 0.1,
         log: () => {},
       });
-      await waitUntil(() => tracker.messages.length >= 5, 10_000, "five messages");
+      await waitUntil(() => tracker.messages.flat().length >= 5, 10_000, "five messages");
     } finally {
       await tracker.close();
     }
-    const [init, ...rest] = tracker.messages;
+    const [init, ...rest] = tracker.messages.flat();
     assert.deepEqual(namesSent(init), ["top.txt"], answer);
     const later = rest.flatMap(namesSent);
     if (answer.includes("paths")) assert.ok(later.includes("sub/a.txt"), JSON.stringify(rest));
@@ -571,7 +475,8 @@ Deno.test("hostile paths from a directory are skipped or refused, and nothing is
   await Deno.mkdir(outside);
   await Deno.symlink(outside, `${dir}/link`);
   await putFile(dir, "afile", encoder.encode("a plain file\n"), T0);
-  const holder = fakeHolder(encoder.encode("written by a hostile holder\n"));
+  const content = encoder.encode("written by a hostile holder\n");
+  const holder = fakeHolder((_name, conn) => writeAll(conn, holderReply(content)));
   const entry = { ip: "127.0.0.1", port: holder.port, mtime: T0 };
   const hostile = [
     "../escape.txt",
@@ -601,7 +506,7 @@ Deno.test("hostile paths from a directory are skipped or refused, and nothing is
       log: (line) => lines.push(line),
     });
     await waitUntil(
-      async () => (await tree(dir))["ok/dir/deep/good.txt"] !== undefined,
+      async () => (await folderTree(dir))["ok/dir/deep/good.txt"] !== undefined,
       10_000,
       "ok/dir/deep/good.txt",
       () => lines.join("\n"),
@@ -615,7 +520,7 @@ Deno.test("hostile paths from a directory are skipped or refused, and nothing is
       "the refusal of afile/x.txt",
       () => lines.join("\n"),
     );
-    await waitUntil(() => tracker.messages.length >= 8, 10_000, "more rounds");
+    await waitUntil(() => tracker.messages.flat().length >= 8, 10_000, "more rounds");
   } finally {
     await tracker.close();
     await holder.close();
@@ -625,7 +530,7 @@ Deno.test("hostile paths from a directory are skipped or refused, and nothing is
     "outside",
     "share",
   ]);
-  assert.deepEqual(Object.keys(await tree(dir)).sort(), ["afile", "ok/dir/deep/good.txt"]);
+  assert.deepEqual(Object.keys(await folderTree(dir)).sort(), ["afile", "ok/dir/deep/good.txt"]);
   assert.deepEqual(holder.requests, ["ok/dir/deep/good.txt"]);
   assert.ok(
     lines.some((l) => /cannot fetch link\/evil\.txt .*link is a symlink here/.test(l)),

@@ -1,6 +1,6 @@
 /**
- * The P2P peer on its own, in this process, against a fake tracker and fake
- * holders written here: the file server refuses every unsafe name in every
+ * The P2P peer on its own, in this process, against the fake tracker and
+ * fake holders of `p2p_helpers.ts`: the file server refuses every unsafe name in every
  * mode, hostile names in a directory are never written, bad transfers of
  * every kind are discarded and the next holder is used, and the Init and
  * KeepAlive messages carry the file list when they should.
@@ -8,12 +8,11 @@
 
 import assert from "node:assert/strict";
 import { MODES } from "../lib/concurrency.ts";
-import { LineReader } from "../lib/lines.ts";
 import { writeAll } from "../lib/net.ts";
 import { preview } from "../lib/log.ts";
 import { downloadFile, LocalChangeError } from "../p2p/files.ts";
 import { startPeer } from "../p2p/peer.ts";
-import { type Directory, encodeLine } from "../p2p/protocol.ts";
+import { type Directory, FEATURES } from "../p2p/protocol.ts";
 import {
   concat,
   randomBytes,
@@ -24,106 +23,19 @@ import {
   waitUntil,
   withTimeout,
 } from "./helpers.ts";
-import { folderState, MIB, namesIn, putFile, tempFolder } from "./p2p_helpers.ts";
+import {
+  fakeHolder,
+  fakeTracker,
+  folderState,
+  holderReply,
+  MIB,
+  namesIn,
+  putFile,
+  tempFolder,
+} from "./p2p_helpers.ts";
 
 const T0 = 1_700_000_000; // a fixed mtime, in seconds
 const encoder = new TextEncoder();
-
-/** A tracker stand-in: records every message, answers each with `reply()`. */
-function fakeTracker(reply: () => Directory | string) {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const messages: Record<string, unknown>[][] = []; // per connection
-  const conns = new Set<Deno.Conn>();
-  const served = new Set<Promise<void>>();
-  const serve = async (conn: Deno.Conn) => {
-    const mine: Record<string, unknown>[] = [];
-    messages.push(mine);
-    const lines = new LineReader(conn, 1024 * 1024);
-    try {
-      while (true) {
-        const line = await lines.readLine();
-        if (line === null) break;
-        mine.push(JSON.parse(line));
-        const answer = reply();
-        await writeAll(
-          conn,
-          typeof answer === "string" ? encoder.encode(answer + "\n") : encodeLine(answer),
-        );
-      }
-    } catch {
-      // Closed by the test or by the peer.
-    } finally {
-      conns.delete(conn);
-      try {
-        conn.close();
-      } catch {
-        // Closed already.
-      }
-    }
-  };
-  const accepting = (async () => {
-    for await (const conn of listener) {
-      conns.add(conn);
-      const job = serve(conn).finally(() => served.delete(job));
-      served.add(job);
-    }
-  })();
-  return {
-    port: (listener.addr as Deno.NetAddr).port,
-    messages,
-    /** Drops every peer connection, as a restarting tracker would. */
-    dropAll() {
-      for (const conn of conns) conn.close();
-    },
-    async close() {
-      listener.close();
-      await accepting;
-      for (const conn of conns) conn.close();
-      await Promise.allSettled([...served]);
-    },
-  };
-}
-
-/** A holder stand-in: reads the request line, then lets `respond` do anything. */
-function fakeHolder(respond: (name: string, conn: Deno.Conn) => Promise<void>) {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const requests: string[] = [];
-  const served = new Set<Promise<void>>();
-  const accepting = (async () => {
-    for await (const conn of listener) {
-      const job = (async () => {
-        try {
-          const name = await new LineReader(conn, 4096).readLine();
-          if (name !== null) {
-            requests.push(name);
-            await respond(name, conn);
-            // Half-close and wait for the peer to hang up, so nothing in flight is reset.
-            await conn.closeWrite();
-            await readAll(conn);
-          }
-        } catch {
-          // The peer went away.
-        } finally {
-          try {
-            conn.close();
-          } catch {
-            // Closed already.
-          }
-        }
-      })().finally(() => served.delete(job));
-      served.add(job);
-    }
-  })();
-  return {
-    port: (listener.addr as Deno.NetAddr).port,
-    requests,
-    async close() {
-      listener.close();
-      await accepting;
-      await Promise.allSettled([...served]);
-    },
-  };
-}
 
 /** What a file server did with one request. */
 interface Answer {
@@ -190,10 +102,6 @@ async function assertServed(port: number, request: Uint8Array, expected: Uint8Ar
   assert.deepEqual(await ask(port, request), { bytes: expected, ending: "closed" });
 }
 
-function reply(content: Uint8Array): Uint8Array {
-  return concat([encoder.encode(`Content-Length: ${content.length}\n`), content]);
-}
-
 for (const mode of MODES) {
   Deno.test(`the peer's file server in ${mode} mode sends shared files and refuses every unsafe name`, async () => {
     await using outside = await tempFolder();
@@ -225,11 +133,15 @@ for (const mode of MODES) {
       // A client that connects and says nothing is closed after the request timeout.
       const idle = await Deno.connect({ hostname: "127.0.0.1", port });
       const idleEnded = readAll(idle).catch(() => new Uint8Array(0)).finally(() => idle.close());
-      await assertServed(port, encoder.encode("ok.bin\n"), reply(ok));
+      await assertServed(port, encoder.encode("ok.bin\n"), holderReply(ok));
       // A symlink to a shared file in the same folder is that file.
-      await assertServed(port, encoder.encode("alias.bin\r\n"), reply(ok));
+      await assertServed(port, encoder.encode("alias.bin\r\n"), holderReply(ok));
       // A file in a subfolder, by its relative path (extension "paths").
-      await assertServed(port, encoder.encode("sub/inner.txt\n"), reply(encoder.encode("inner\n")));
+      await assertServed(
+        port,
+        encoder.encode("sub/inner.txt\n"),
+        holderReply(encoder.encode("inner\n")),
+      );
       const refused = [
         "../" + outside.path.split("/").pop() + "/secret.txt",
         `${outside.path}/secret.txt`,
@@ -251,7 +163,7 @@ for (const mode of MODES) {
       refused.push(new Uint8Array(64 * 1024).fill(0x61)); // 64 KiB, no newline
       for (const request of refused) await assertRefused(port, request);
       // Still serving after all that.
-      await assertServed(port, encoder.encode("ok.bin\n"), reply(ok));
+      await assertServed(port, encoder.encode("ok.bin\n"), holderReply(ok));
       await waitUntil(
         () => lines.filter((l) => l.startsWith("refused ")).length >= refused.length + 1,
         5000,
@@ -304,7 +216,7 @@ for (const mode of MODES) {
         conn.close();
       }
       // The server goes on serving others.
-      await assertServed(peer.addr.port, encoder.encode("small.txt\n"), reply(small));
+      await assertServed(peer.addr.port, encoder.encode("small.txt\n"), holderReply(small));
     } finally {
       await tracker.close();
     }
@@ -316,7 +228,7 @@ Deno.test("a peer skips hostile names and impossible mtimes in a directory and n
   const dir = `${parent.path}/share`;
   await Deno.mkdir(dir);
   const content = encoder.encode("written by a hostile holder\n");
-  const holder = fakeHolder((_name, conn) => writeAll(conn, reply(content)));
+  const holder = fakeHolder((_name, conn) => writeAll(conn, holderReply(content)));
   const hostile = [
     "../escape.txt",
     `${parent.path}/absolute.txt`,
@@ -391,7 +303,7 @@ Deno.test("bad transfers are discarded (short, wrong bytes, bad or absurd Conten
     ["wrong", async (conn, body) => {
       const other = body.slice();
       other[other.length - 1] ^= 0xff;
-      await writeAll(conn, reply(other));
+      await writeAll(conn, holderReply(other));
     }],
     ["huge", (conn) => writeAll(conn, encoder.encode(`Content-Length: ${2 ** 50}\n`))],
     ["digits", (conn) => writeAll(conn, encoder.encode("Content-Length: 99999999999999999999\n"))],
@@ -417,9 +329,7 @@ Deno.test("bad transfers are discarded (short, wrong bytes, bad or absurd Conten
     silent: /sent nothing for/,
     nothing: /without a Content-Length/,
   };
-  const good = fakeHolder(async (name, conn) => {
-    await writeAll(conn, reply(files.get(name)!));
-  });
+  const good = fakeHolder(files);
   const holders = new Map(
     [...bad].map(([kind, respond]) => [
       kind,
@@ -544,7 +454,7 @@ Deno.test("a download never overwrites a file edited here while it travelled", a
 Deno.test("downloadFile() keeps a file that appeared or changed here since the download was planned", async () => {
   await using share = await tempFolder();
   const theirs = encoder.encode("the holder's version\n");
-  const holder = fakeHolder((_name, conn) => writeAll(conn, reply(theirs)));
+  const holder = fakeHolder((_name, conn) => writeAll(conn, holderReply(theirs)));
   try {
     const fetch = (name: string, localMtime: number | null) =>
       downloadFile({
@@ -604,7 +514,8 @@ Deno.test("Init lists the shared files with size and SHA-256; a KeepAlive carrie
       port: peer.addr.port,
       files: [{ name: "a.txt", mtime: T0, size: a.length, sha256: sha256(a), by: id }],
       id,
-      features: ["versions", "paths", "parts"],
+      // Every extension this peer knows (the list grows with the protocol: p2p/protocol.ts).
+      features: [...FEATURES],
       deleted: [],
     });
     assert.deepEqual(keepAlive, { port: peer.addr.port });
