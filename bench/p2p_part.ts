@@ -4,7 +4,10 @@
  * `bench/p2p_tracker_load.ts` (many simulated peers against one tracker) and
  * `bench/p2p_big.ts` (a big folder: 100,000 files with 100-character names)
  * and `bench/p2p_badnet.ts` (400 small files over 100 ms and 5% loss each
- * way), each in its own process, and folds the JSON they print into the report.
+ * way) and `bench/p2p_propagation.ts` (how fast an edit reaches another
+ * peer, and whether the status page is live) and `bench/p2p_resume.ts`
+ * (downloads that stop part-way and continue), each in its own process, and
+ * folds the JSON they print into the report.
  *
  * Those scripts print one JSON object on stdout (the last line that starts
  * with `{`, or the whole output). Every numeric field is shown in the table,
@@ -25,6 +28,8 @@ export const P2P_SCRIPTS = {
   trackerLoad: "bench/p2p_tracker_load.ts",
   bigFolder: "bench/p2p_big.ts",
   badNet: "bench/p2p_badnet.ts",
+  propagation: "bench/p2p_propagation.ts",
+  resume: "bench/p2p_resume.ts",
 } as const;
 
 /** Small sizes for `--quick`: a smoke test, not a measurement. */
@@ -33,6 +38,8 @@ const QUICK_ARGS: Record<string, string[]> = {
   [P2P_SCRIPTS.trackerLoad]: ["--peers", "50", "--interval", "1", "--duration", "2"],
   [P2P_SCRIPTS.bigFolder]: ["--files", "5000", "--interval", "1"],
   [P2P_SCRIPTS.badNet]: ["--quick"],
+  [P2P_SCRIPTS.propagation]: ["--quick"],
+  [P2P_SCRIPTS.resume]: ["--quick"],
 };
 
 /** One P2P script's outcome. */
@@ -55,6 +62,10 @@ export interface P2pPart {
   bigFolder?: P2pScriptResult;
   /** Small files over a slow, lossy link (absent in results written before it existed). */
   badNet?: P2pScriptResult;
+  /** Edits timed to another peer, and the status page (absent in older results). */
+  propagation?: P2pScriptResult;
+  /** Downloads that resume (absent in older results). */
+  resume?: P2pScriptResult;
   targets: Target[];
 }
 
@@ -170,14 +181,103 @@ export async function runP2pPart(quick: boolean, say: (line: string) => void): P
   say(`p2p: big folder ${bigFolder.available ? "done" : bigFolder.note}`);
   const badNet = await runScript(P2P_SCRIPTS.badNet, quick);
   say(`p2p: bad network ${badNet.available ? "done" : badNet.note}`);
+  const propagation = await runScript(P2P_SCRIPTS.propagation, quick);
+  say(`p2p: propagation ${propagation.available ? "done" : propagation.note}`);
+  const resume = await runScript(P2P_SCRIPTS.resume, quick);
+  say(`p2p: resume ${resume.available ? "done" : resume.note}`);
   return {
     date: new Date().toISOString(),
     transfer,
     trackerLoad,
     bigFolder,
     badNet,
-    targets: [...p2pTargets(transfer, trackerLoad), ...badNetTargets(badNet)],
+    propagation,
+    resume,
+    targets: [
+      ...p2pTargets(transfer, trackerLoad),
+      ...issue10TransferTargets(transfer),
+      ...propagationTargets(propagation),
+      ...resumeTargets(resume),
+      ...badNetTargets(badNet),
+    ],
   };
+}
+
+/** Issue 10's goals for the transfer's two ratios (issue 4 asked 0.5x of both). */
+function issue10TransferTargets(transfer: P2pScriptResult): Target[] {
+  if (!transfer.available) return [];
+  const d = transfer.data;
+  const large = numberAt(d, "large.bytes");
+  const files = numberAt(d, "small.files");
+  return [
+    target(
+      "p2p",
+      `P2P ${large ? formatNumber(large / 1024 / 1024) + " MiB" : "large file"} vs plain copy ` +
+        "(issue 10)",
+      numberAt(d, "large.ratio"),
+      0.7,
+    ),
+    target(
+      "p2p",
+      `P2P ${files ? formatNumber(files) : "many"} small files/s vs plain copy (issue 10)`,
+      numberAt(d, "small.ratio"),
+      0.6,
+    ),
+  ];
+}
+
+/** Issue 10's propagation goal (median edit), and its status page row (live or not). */
+function propagationTargets(propagation: P2pScriptResult): Target[] {
+  if (!propagation.available) return [];
+  const d = propagation.data;
+  const edits = numberAt(d, "edits");
+  const max = numberAt(d, "maxMs");
+  const status = typeof d?.statusPage === "string" ? d.statusPage : "not checked";
+  const live = status.startsWith("live");
+  return [
+    target(
+      "p2p",
+      `P2P edit reaches another peer, --interval ${numberAt(d, "interval") ?? "?"}: median of ` +
+        `${edits ?? "?"} (max ${formatNumber(max)} ms)`,
+      numberAt(d, "medianMs"),
+      numberAt(d, "targets.medianMs") ?? 1000,
+      "ms",
+      false,
+      true,
+    ),
+    {
+      ...target("p2p", "tracker status page", live ? 1 : 0, 1),
+      words: { measured: status, goal: "live (no full reloads)" },
+    },
+  ];
+}
+
+/** Issue 10's resume goals: what the holders sent, against what was missing. */
+function resumeTargets(resume: P2pScriptResult): Target[] {
+  if (!resume.available) return [];
+  const d = resume.data;
+  const mib = numberAt(d, "fileMiB");
+  const goal = numberAt(d, "targets.sentRatio") ?? 1.05;
+  return [
+    target(
+      "p2p",
+      `P2P ${mib ?? "?"} MiB download killed at 40%, restarted: holder sent / file`,
+      numberAt(d, "restart.sentRatio"),
+      goal,
+      "x",
+      false,
+      true,
+    ),
+    target(
+      "p2p",
+      `P2P ${mib ?? "?"} MiB, holder killed at 40%: second holder sent / what was missing`,
+      numberAt(d, "holderGone.sentRatio"),
+      goal,
+      "x",
+      false,
+      true,
+    ),
+  ];
 }
 
 /** Issue 10's bad-network goal: seconds until every file arrived, labelled with the link used. */
@@ -214,7 +314,15 @@ function numericLeaves(value: unknown, path = ""): [string, number][] {
 /** The P2P part as a text table: one line per figure, or "not yet available". */
 export function p2pTable(part: P2pPart): string {
   const rows: string[][] = [];
-  for (const result of [part.transfer, part.trackerLoad, part.bigFolder, part.badNet]) {
+  const results = [
+    part.transfer,
+    part.trackerLoad,
+    part.bigFolder,
+    part.badNet,
+    part.propagation,
+    part.resume,
+  ];
+  for (const result of results) {
     if (result === undefined) continue;
     if (!result.available) {
       rows.push([result.script, "", result.note ?? "no figures"]);
@@ -223,6 +331,10 @@ export function p2pTable(part: P2pPart): string {
     // Which link a bad-network run took (the loopback relay only emulates loss).
     if (typeof result.data?.path === "string") {
       rows.push([result.script, "path", result.data.path]);
+    }
+    // Whether the tracker's status page is live (a quality, not a figure).
+    if (typeof result.data?.statusPage === "string") {
+      rows.push([result.script, "statusPage", result.data.statusPage]);
     }
     for (const [key, value] of numericLeaves(result.data)) {
       rows.push([result.script, key, formatNumber(value, Number.isInteger(value) ? 0 : 2)]);

@@ -28,6 +28,11 @@ export interface Target {
   met: boolean | null;
   /** Only shown, not a goal from the issues (an extra view of the same comparison). */
   informational?: boolean;
+  /**
+   * Words to show instead of the numbers, for a goal that is a quality, not
+   * a figure (the status page is "live"): `measured` is then 1 when it holds.
+   */
+  words?: { measured: string; goal: string };
 }
 
 /** `a / b`, or null when either is missing or `b` is not positive. */
@@ -74,6 +79,7 @@ export function formatRatio(r: number | null | undefined): string {
 
 /** The measured side of a target, in its unit. */
 export function formatMeasured(t: Target): string {
+  if (t.words) return t.words.measured;
   if (t.unit === "x") return formatRatio(t.measured);
   const digits = t.measured !== null && Math.abs(t.measured) < 100 ? 1 : 0;
   return `${formatNumber(t.measured, digits)} ${t.unit}`;
@@ -81,6 +87,7 @@ export function formatMeasured(t: Target): string {
 
 /** The goal side of a target: `>= 1.20x`, `>= 1,000 conn/s`. */
 export function formatGoal(t: Target): string {
+  if (t.words) return t.words.goal;
   const bound = t.atMost ? "<=" : ">=";
   return t.unit === "x"
     ? `${bound} ${t.goal.toFixed(2)}x`

@@ -10,6 +10,7 @@
  */
 
 import assert from "node:assert/strict";
+import { type P2pScriptResult, p2pTable } from "../bench/p2p_part.ts";
 import { parseWrk } from "../bench/proxy_part.ts";
 import { findProgram } from "../bench/servers.ts";
 import { haveCommand, projectPath } from "./helpers.ts";
@@ -306,4 +307,73 @@ Deno.test("bench.ts --part udp --quick measures round trips and datagrams for ev
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+/** Runs one P2P bench script with `--quick`, killed after `ms`; returns the JSON it printed. */
+async function runQuickScript(script: string, ms: number): Promise<Record<string, unknown>> {
+  const aborter = new AbortController();
+  const timer = setTimeout(() => aborter.abort(), ms);
+  try {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-net",
+        "--allow-read",
+        "--allow-write",
+        "--allow-run",
+        script,
+        "--quick",
+      ],
+      cwd: projectPath("."),
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+      signal: aborter.signal,
+    }).output();
+    const stdout = new TextDecoder().decode(out.stdout);
+    const stderr = new TextDecoder().decode(out.stderr);
+    assert.equal(out.code, 0, `${script} failed (or ran past ${ms} ms):\n${stdout}\n${stderr}`);
+    return JSON.parse(stdout.trim().split("\n").at(-1)!);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+Deno.test("p2p_propagation.ts and p2p_resume.ts --quick report issue 10's figures, and the p2p table shows them", async () => {
+  // Each bounded: 3 edits take well under a second each with push, 15 s without.
+  const propagation = await runQuickScript("bench/p2p_propagation.ts", 25_000);
+  assert.equal(propagation.edits, 3);
+  assert.equal((propagation.timesMs as number[]).length, 3);
+  assert.ok(isPositive(propagation.medianMs), `median ${propagation.medianMs}`);
+  assert.ok((propagation.maxMs as number) >= (propagation.medianMs as number));
+  assert.equal(propagation.statusPage, "live (server-sent events)");
+
+  const resume = await runQuickScript("bench/p2p_resume.ts", 30_000);
+  assert.equal(resume.fileMiB, 32);
+  for (const figure of ["restart", "holderGone"]) {
+    const d = resume[figure] as Record<string, number>;
+    assert.ok(isPositive(d.sentBytes), `${figure}: ${JSON.stringify(d)}`);
+    assert.ok(isPositive(d.sentRatio), `${figure}: ${JSON.stringify(d)}`);
+    // Continued, not started again: the holder was asked from a byte past the start.
+    assert.ok(d.resumedFromByte > 0, `${figure}: ${JSON.stringify(d)}`);
+  }
+
+  const skipped = (script: string): P2pScriptResult => ({
+    script,
+    available: false,
+    note: "skipped",
+  });
+  const table = p2pTable({
+    date: new Date().toISOString(),
+    transfer: skipped("bench/p2p_transfer.ts"),
+    trackerLoad: skipped("bench/p2p_tracker_load.ts"),
+    propagation: { script: "bench/p2p_propagation.ts", available: true, data: propagation },
+    resume: { script: "bench/p2p_resume.ts", available: true, data: resume },
+    targets: [],
+  });
+  assert.match(table, /p2p_propagation\.ts\s+statusPage\s+live \(server-sent events\)/);
+  assert.match(table, /p2p_propagation\.ts\s+medianMs/);
+  assert.match(table, /p2p_resume\.ts\s+restart\.sentRatio/);
+  assert.match(table, /p2p_resume\.ts\s+holderGone\.sentRatio/);
 });
