@@ -395,14 +395,21 @@ export function planVersions(input: VersionsPlanInput): VersionsPlan {
     deletes: [],
   };
   const skip = skipper(plan, input.warned);
-  const fetch = (name: string, entry: DirectoryEntry, localMtime: number | null, why: string) => {
-    if (input.inFlight.has(name)) return;
+  /** Queues a fetch of `name`; false when it cannot go now (in flight, or no holder to ask). */
+  const fetch = (
+    name: string,
+    entry: DirectoryEntry,
+    localMtime: number | null,
+    why: string,
+  ): boolean => {
+    if (input.inFlight.has(name)) return false;
     const sources = holdersInOrder(entry, input.self, input.badHolders, input.now);
-    if (sources.length === 0) return;
+    if (sources.length === 0) return false;
     plan.fetch.set(name, { entry, sources, localMtime, byContent: true });
     if (!input.queued.has(name)) {
       plan.log.push(`fetching ${name} (${why}) from ${sourceName(sources[0])}`);
     }
+    return true;
   };
 
   for (const [name, entry] of Object.entries(input.directory)) {
@@ -448,9 +455,11 @@ export function planVersions(input: VersionsPlanInput): VersionsPlan {
         skip(action.copyName, null, input, `conflict copy of ${name}: ${reason}`);
         continue;
       }
-      plan.copies.push({ from: name, to: action.copyName, sha256: local!.sha256 });
-      // The copy is renamed first: by then nothing is under the name.
-      fetch(name, entry, null, "the version that won a conflict");
+      // The copy is renamed first, so by then nothing is under the name: only when the winner
+      // can be fetched at once, or the name would stand empty for a round or more.
+      if (fetch(name, entry, null, "the version that won a conflict")) {
+        plan.copies.push({ from: name, to: action.copyName, sha256: local!.sha256 });
+      }
     }
   }
   for (const [name, tombstone] of Object.entries(input.deleted)) {

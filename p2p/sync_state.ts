@@ -12,6 +12,7 @@
  * @module
  */
 
+import { writeAll } from "../lib/net.ts";
 import { localVersion, MAX_HISTORY, type Version } from "./versions.ts";
 
 /** The hidden folder inside the share (hidden names are never shared). */
@@ -154,7 +155,11 @@ export async function saveState(dir: string, state: SyncState): Promise<void> {
   const folder = `${dir}/${STATE_DIR}`;
   await Deno.mkdir(folder, { recursive: true });
   const temp = `${folder}/${STATE_FILE}.tmp`;
-  await Deno.writeTextFile(temp, formatState(state));
+  // On disk before it gets its name, as downloads are: after a crash the state is the old one
+  // or the new one, never an empty or torn file.
+  using file = await Deno.open(temp, { write: true, create: true, truncate: true });
+  await writeAll(file, new TextEncoder().encode(formatState(state)));
+  await file.syncData();
   await Deno.rename(temp, `${folder}/${STATE_FILE}`);
 }
 

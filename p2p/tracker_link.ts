@@ -196,17 +196,16 @@ export class TrackerLink {
     if (init) await this.#connect();
     else this.#report = this.#transferReport(extensions?.transfers);
     const last = this.#last;
-    if (
-      !init && (this.#polling !== null || this.#fresh) && last !== null && !last.more &&
-      this.#sameAsAnnounced(files, deleted)
-    ) {
+    // Compared once: the list is long in a big folder.
+    const unchanged = !init && this.#sameAsAnnounced(files, deleted);
+    if (unchanged && (this.#polling !== null || this.#fresh) && last !== null && !last.more) {
       // Extension "push": nothing to say, and the tracker answers a held KeepAlive as soon as
       // anything changes: the copy here is as new as the tracker's, no message needed.
       this.#fresh = this.#unseen = false;
       return last;
     }
     let reply: TrackerReply;
-    if (init || !this.#sameAsAnnounced(files, deleted)) {
+    if (!unchanged) {
       // Init always goes in parts (the tracker's answer says whether it takes the rest); a
       // changed list goes in parts only to a tracker that said so, else whole, as the course's.
       const parts = init || this.#parts

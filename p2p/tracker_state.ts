@@ -1348,12 +1348,12 @@ export class TrackerState {
     for (const [name, old] of peer.files) {
       const now = files.get(name);
       if (now && now.mtime === old.mtime) {
-        // The same version again keeps its place in line; size or hash may have been added.
+        // The same version again keeps its place in line; size or hash may have been added,
+        // and its history or author may have been learned: the holding keeps the latest word
+        // (the sweep rebuilds versions from it), the directory changes only if what it shows did.
         const holding = this.holdings.get(name)!.find((h) => h.peer === peer)!;
-        if (now.size !== old.size || now.sha256 !== old.sha256) {
-          holding.info = now;
-          this.#changed(name);
-        }
+        holding.info = now;
+        if (now.size !== old.size || now.sha256 !== old.sha256) this.#changed(name);
         continue;
       }
       this.#removeHolding(name, peer);

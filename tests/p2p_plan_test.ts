@@ -320,3 +320,15 @@ Deno.test("planVersions(): a course peer's entry (no SHA-256) is fetched by mtim
   }));
   assert.deepEqual([...plan.fetch.keys()].sort(), ["new.txt", "same.txt"]);
 });
+
+Deno.test("planVersions(): a losing copy is not renamed while the winner cannot be fetched at once", () => {
+  const copyName = "a.sync-conflict-19700101-000140-PEERONE.txt";
+  const entry = versioned(sha("c"), [sha("a")], { copies: [{ sha256: sha("b"), name: copyName }] });
+  const local = new Map([["a.txt", { sha256: sha("b"), mtime: 100 }]]);
+  // The winner is being fetched already, or its only holder is this peer itself.
+  for (const input of [{ inFlight: new Set(["a.txt"]) }, { self: "10.0.0.2:8001" }]) {
+    const plan = planVersions(versionsInput({ directory: { "a.txt": entry }, local, ...input }));
+    assert.deepEqual(plan.copies, [], "the name must not stand empty");
+    assert.equal(plan.fetch.size, 0);
+  }
+});
