@@ -37,10 +37,20 @@ import {
   UsageError,
 } from "../lib/cli.ts";
 import { type DelayRelay, startDelayRelay } from "../lib/delay_relay.ts";
-import { projectPath, type Script, startCommand, startScript } from "../lib/scripts.ts";
+import {
+  addVeth,
+  bridgeTotals,
+  ip,
+  removeNamespace,
+  removeStaleNamespaces,
+  startInNamespace,
+  startLossyBridge,
+} from "../lib/netns.ts";
+import type { Script } from "../lib/scripts.ts";
 import { whyNoNamespaces } from "../lib/tcp_vs_udp.ts";
 import { peerPermissions } from "../p2p/peer.ts";
 import { parseFraction } from "../udp_echo_server.ts";
+import { countShared, startBenchPeer, startBenchTracker } from "./servers.ts";
 
 /** The issue's goal: seconds until B holds all 400 files. */
 export const TARGET_SECONDS = 8;
@@ -254,45 +264,6 @@ async function pickHosts(
 
 // ---------------------------------------------------------------- the namespace path
 
-/** Runs `ip` with `args`; throws with its stderr when it fails. */
-function ip(...args: string[]): string {
-  const out = new Deno.Command("ip", { args, stdout: "piped", stderr: "piped" }).outputSync();
-  if (!out.success) {
-    throw new Error(`ip ${args.join(" ")}: ${new TextDecoder().decode(out.stderr).trim()}`);
-  }
-  return new TextDecoder().decode(out.stdout);
-}
-
-/** Kills whatever still runs in namespace `ns`, then removes it (its interfaces go with it). */
-function removeNamespace(ns: string): void {
-  try {
-    for (const pid of ip("netns", "pids", ns).split(/\s+/).filter(Boolean)) {
-      try {
-        Deno.kill(Number(pid), "SIGKILL");
-      } catch {
-        // It exited meanwhile.
-      }
-    }
-    ip("netns", "del", ns);
-  } catch {
-    // Never created, or removed already.
-  }
-}
-
-/** Removes namespaces a killed run left: ours are `p2pbad-PID-...`, and that PID is gone. */
-function removeStaleNamespaces(): void {
-  if (Deno.permissions.querySync({ name: "read", path: "/proc" }).state !== "granted") return;
-  for (const line of ip("netns", "list").split("\n")) {
-    const match = new RegExp(`^(${NS_PREFIX}-(\\d+)-\\S+)`).exec(line);
-    if (!match || Number(match[2]) === Deno.pid) continue;
-    try {
-      Deno.statSync(`/proc/${match[2]}`);
-    } catch {
-      removeNamespace(match[1]);
-    }
-  }
-}
-
 /** Namespace builds started by this process, so two never share names. */
 let builds = 0;
 
@@ -306,32 +277,15 @@ async function buildNamespaces(
   s: Settings,
   undo: (() => Promise<unknown> | void)[],
 ): Promise<Hosts> {
-  removeStaleNamespaces();
+  removeStaleNamespaces(NS_PREFIX);
   const tag = `${NS_PREFIX}-${Deno.pid}-${++builds}`;
   const ns = { a: `${tag}-a`, b: `${tag}-b`, bridge: `${tag}-br` };
   // Registered first, so it runs last: after every process in the namespaces was stopped.
   undo.push(() => Object.values(ns).forEach(removeNamespace));
   for (const name of Object.values(ns)) ip("netns", "add", name);
-  for (const [side, address] of [["a", A_IP], ["b", B_IP]] as const) {
-    ip(
-      "-n",
-      ns.bridge,
-      "link",
-      "add",
-      `${side}1`,
-      "type",
-      "veth",
-      "peer",
-      "name",
-      `${side}0`,
-      "netns",
-      ns[side],
-    );
-    ip("-n", ns.bridge, "link", "set", `${side}1`, "up");
-    ip("-n", ns[side], "addr", "add", `${address}/24`, "dev", `${side}0`);
-    ip("-n", ns[side], "link", "set", `${side}0`, "up");
-    ip("-n", ns[side], "link", "set", "lo", "up");
-  }
+  // a0 in A's host, a1 at the bridge; b0 and b1 likewise.
+  addVeth({ middle: ns.bridge, host: ns.a, stem: "a", address: A_IP });
+  addVeth({ middle: ns.bridge, host: ns.b, stem: "b", address: B_IP });
   const bridgeArgs = [
     "a1",
     "b1",
@@ -342,11 +296,7 @@ async function buildNamespaces(
     "--seed",
     String(s.seed),
   ];
-  const bridge = await startCommand(
-    "ip",
-    ["netns", "exec", ns.bridge, "python3", projectPath("lib/lossy_bridge.py"), ...bridgeArgs],
-    { waitForListening: false, label: "lossy_bridge.py", timeoutMs: START_TIMEOUT_MS },
-  );
+  const bridge = await startLossyBridge(ns.bridge, bridgeArgs, START_TIMEOUT_MS);
   undo.push(() => bridge.stop());
   await bridge.waitFor(/^bridging /);
 
@@ -357,21 +307,9 @@ async function buildNamespaces(
     script: string,
     args: string[],
   ) => {
-    const started = await startCommand(
-      "ip",
-      [
-        "netns",
-        "exec",
-        ns[side],
-        Deno.execPath(),
-        "run",
-        "--quiet",
-        ...permissions,
-        script,
-        ...args,
-      ],
-      { label: `${script} in ${ns[side]}`, timeoutMs: START_TIMEOUT_MS },
-    );
+    const started = await startInNamespace(ns[side], permissions, script, args, {
+      timeoutMs: START_TIMEOUT_MS,
+    });
     undo.push(() => started.stop());
     return started;
   };
@@ -425,15 +363,7 @@ print(round(best, 1))`;
     },
     carried() {
       // The bridge printed its counts as it stopped.
-      const totals = { packets: 0, dropped: 0 };
-      for (const line of bridge.lines) {
-        const m = /forwarded (\d+) IPv4 frames, dropped (\d+)/.exec(line);
-        if (m) {
-          totals.packets += Number(m[1]) + Number(m[2]);
-          totals.dropped += Number(m[2]);
-        }
-      }
-      return totals;
+      return bridgeTotals(bridge.lines);
     },
   };
 }
@@ -461,8 +391,9 @@ function loopbackHosts(s: Settings, why: string, undo: (() => Promise<unknown> |
     return relay;
   };
   let trackerRelay: DelayRelay | undefined;
-  const start = async (script: string, args: string[], permissions: string[]) => {
-    const started = await startScript(script, args, { permissions, timeoutMs: START_TIMEOUT_MS });
+  /** Registers a started process to be stopped with the rest. */
+  const stopLater = async (starting: Promise<Script>) => {
+    const started = await starting;
     undo.push(() => started.stop());
     return started;
   };
@@ -472,41 +403,19 @@ function loopbackHosts(s: Settings, why: string, undo: (() => Promise<unknown> |
     link: `loopback through lib/delay_relay.ts: ${s.delayMs} ms each way, real; ${
       percent(s.loss)
     } loss each way EMULATED as retransmission delay (no TCP on loopback loses a byte; seed ${s.seed})`,
-    startTracker: () =>
-      start("p2p/tracker.ts", ["--port", "0", "--http-port", "0", "--quiet"], ["--allow-net"]),
+    startTracker: () => stopLater(startBenchTracker(START_TIMEOUT_MS)),
     async startPeer(side, dir, trackerPort) {
+      const peerOptions = { interval: s.interval, timeoutMs: START_TIMEOUT_MS };
       if (side === "a") {
-        const peer = await start("p2p/peer.ts", [
-          "127.0.0.1",
-          String(trackerPort),
-          "--dir",
-          dir,
-          "--host",
-          "127.0.0.2",
-          "--port",
-          "0",
-          "--interval",
-          s.interval,
-          "--quiet",
-        ], peerPermissions(dir, "async"));
+        const peer = await stopLater(
+          startBenchPeer(trackerPort, dir, { ...peerOptions, host: "127.0.0.2" }),
+        );
         // The tracker knows A as 127.0.0.1 (where its Init came from) at A's port: the relay.
         relayTo("127.0.0.2", peer.port, peer.port, s.seed);
         return peer;
       }
       trackerRelay ??= relayTo("127.0.0.1", trackerPort, 0, s.seed + 2);
-      return await start("p2p/peer.ts", [
-        "127.0.0.1",
-        String(trackerRelay.addr.port),
-        "--dir",
-        dir,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--interval",
-        s.interval,
-        "--quiet",
-      ], peerPermissions(dir, "async"));
+      return await stopLater(startBenchPeer(trackerRelay.addr.port, dir, peerOptions));
     },
     handshakeMs: () => Promise.resolve(null),
     carried() {
@@ -521,13 +430,6 @@ function loopbackHosts(s: Settings, why: string, undo: (() => Promise<unknown> |
       return { packets, dropped };
     },
   };
-}
-
-/** Files in a folder, hidden ones (temp files, the peer's state) left out. */
-function countShared(dir: string): number {
-  let n = 0;
-  for (const entry of Deno.readDirSync(dir)) if (!entry.name.startsWith(".")) n++;
-  return n;
 }
 
 /** A fraction as a percentage a person reads: 0.05 is "5%". */

@@ -19,8 +19,15 @@
  */
 
 import { parseCli, parseCount, parseSeconds, runMain } from "../lib/cli.ts";
-import { type Script, startScript } from "../lib/scripts.ts";
-import { peerPermissions } from "../p2p/peer.ts";
+import type { Script } from "../lib/scripts.ts";
+import {
+  clockTicksPerSecond,
+  countShared,
+  cpuSeconds,
+  peakRssMiB,
+  startBenchPeer,
+  startBenchTracker,
+} from "./servers.ts";
 
 /** Seconds B may take to hold every file before the run is given up. */
 const SYNC_TIMEOUT_SECONDS = 1_800;
@@ -76,13 +83,7 @@ export async function runBigFolderBench(options: BigFolderOptions = {}): Promise
     progress(`writing ${count} files with ${nameBytes}-character names`);
     await writeFiles(a, count, nameBytes);
 
-    await using tracker = await startScript("p2p/tracker.ts", [
-      "--port",
-      "0",
-      "--http-port",
-      "0",
-      "--quiet",
-    ], { timeoutMs: 60_000 });
+    await using tracker = await startBenchTracker(60_000);
     const statusPort = Number(
       /status page on http:\/\/\S+:(\d+)\//.exec(await tracker.waitFor(/status page on/))![1],
     );
@@ -91,19 +92,7 @@ export async function runBigFolderBench(options: BigFolderOptions = {}): Promise
       return (await response.json()).counters as Record<string, number>;
     };
     const peer = (dir: string) =>
-      startScript("p2p/peer.ts", [
-        "127.0.0.1",
-        String(tracker.port),
-        "--dir",
-        dir,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--interval",
-        String(interval),
-        "--quiet",
-      ], { permissions: peerPermissions(dir, "async"), timeoutMs: 60_000 });
+      startBenchPeer(tracker.port, dir, { interval, timeoutMs: 60_000 });
 
     await using peerA: Script = await peer(a);
     progress("A hashes its files and sends its list");
@@ -135,6 +124,8 @@ export async function runBigFolderBench(options: BigFolderOptions = {}): Promise
     let cpuA = 0;
     let cpuB = 0;
     let before = await counters();
+    const ticks = clockTicksPerSecond();
+    const cpuMs = async (pid: number) => await cpuSeconds(pid, ticks) * 1000;
     const cpus = () => Promise.all([cpuMs(peerA.process.pid), cpuMs(peerB.process.pid)]);
     let cpuBefore = await cpus();
     for (let i = 0; i < QUIET_SAMPLES; i++) {
@@ -159,9 +150,9 @@ export async function runBigFolderBench(options: BigFolderOptions = {}): Promise
       filesPerSec: round(count / syncSeconds),
       listBytes,
       listParts,
-      trackerPeakRssMiB: await peakRssMiB(tracker.process.pid),
-      peerAPeakRssMiB: await peakRssMiB(peerA.process.pid),
-      peerBPeakRssMiB: await peakRssMiB(peerB.process.pid),
+      trackerPeakRssMiB: round(await peakRssMiB(tracker.process.pid)),
+      peerAPeakRssMiB: round(await peakRssMiB(peerA.process.pid)),
+      peerBPeakRssMiB: round(await peakRssMiB(peerB.process.pid)),
       quietReplyBytes: round(quietReplyBytes),
       quietRoundCpuMsA: round(cpuA),
       quietRoundCpuMsB: round(cpuB),
@@ -190,35 +181,6 @@ async function writeFiles(dir: string, count: number, nameBytes: number): Promis
       }),
     );
   }
-}
-
-function countShared(dir: string): number {
-  let n = 0;
-  for (const entry of Deno.readDirSync(dir)) if (!entry.name.startsWith(".")) n++;
-  return n;
-}
-
-/**
- * A file of `/proc`, read through `cat`: Deno reads `/proc` only with
- * `--allow-all`, while `cat` needs just `--allow-run`.
- */
-async function readProc(path: string): Promise<string> {
-  const out = await new Deno.Command("cat", { args: [path], stdout: "piped" }).output();
-  return new TextDecoder().decode(out.stdout);
-}
-
-/** Peak resident memory (VmHWM) of a live process, MiB. */
-async function peakRssMiB(pid: number): Promise<number> {
-  const status = await readProc(`/proc/${pid}/status`);
-  return round(Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024);
-}
-
-/** CPU time (user + system) a live process has used, ms. */
-async function cpuMs(pid: number): Promise<number> {
-  const stat = await readProc(`/proc/${pid}/stat`);
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  // utime and stime, fields 14 and 15 of stat(5), in clock ticks (100 per second on Linux).
-  return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
 const USAGE =

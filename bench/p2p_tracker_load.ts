@@ -22,8 +22,8 @@
 
 import { parseCli, parseCount, parseSeconds, runMain } from "../lib/cli.ts";
 import { writeAll } from "../lib/net.ts";
-import { startScript } from "../lib/scripts.ts";
 import { encodeLine, type FileInfo } from "../p2p/protocol.ts";
+import { clockTicksPerSecond, cpuSeconds, peakRssMiB, startBenchTracker } from "./servers.ts";
 
 /** Target from the issue: p99 directory-response latency. */
 const TARGET_P99_MS = 50;
@@ -62,42 +62,6 @@ export interface TrackerLoadResult {
   errors: number;
   targetP99Ms: number;
   meetsTarget: boolean;
-}
-
-/**
- * Reads a file under `/proc` through `cat`: Deno lets a script read `/proc`
- * only with `--allow-all`, while `cat` needs no more than `--allow-run`.
- */
-async function readProc(path: string): Promise<string> {
-  // Asynchronous, so the simulated peers' timings do not stall meanwhile.
-  const out = await new Deno.Command("cat", { args: [path], stdout: "piped" }).output();
-  if (!out.success) throw new Error(`cannot read ${path}`);
-  return new TextDecoder().decode(out.stdout);
-}
-
-/** CPU seconds (user + system) a process has used so far. */
-async function cpuSeconds(pid: number, ticksPerSecond: number): Promise<number> {
-  const stat = await readProc(`/proc/${pid}/stat`);
-  // Fields after the command name, which is in parentheses and may hold spaces.
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  const utime = Number(fields[11]);
-  const stime = Number(fields[12]);
-  return (utime + stime) / ticksPerSecond;
-}
-
-function clockTicksPerSecond(): number {
-  try {
-    const out = new Deno.Command("getconf", { args: ["CLK_TCK"], stdout: "piped" }).outputSync();
-    const value = Number(new TextDecoder().decode(out.stdout).trim());
-    return value > 0 ? value : 100;
-  } catch {
-    return 100; // Linux's usual value
-  }
-}
-
-async function peakRssMiB(pid: number): Promise<number> {
-  const status = await readProc(`/proc/${pid}/status`);
-  return Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -177,13 +141,7 @@ export async function runTrackerLoad(options: TrackerLoadOptions = {}): Promise<
   const progress = options.progress ?? ((line: string) => console.error(line));
   const ticks = clockTicksPerSecond();
 
-  await using tracker = await startScript("p2p/tracker.ts", [
-    "--port",
-    "0",
-    "--http-port",
-    "0",
-    "--quiet",
-  ]);
+  await using tracker = await startBenchTracker();
   const pid = tracker.process.pid;
   const sims: SimPeer[] = [];
   let errors = 0;

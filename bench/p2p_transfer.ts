@@ -26,7 +26,8 @@ import { type Mode, MODES } from "../lib/concurrency.ts";
 import { LineReader } from "../lib/lines.ts";
 import { copy, writeAll } from "../lib/net.ts";
 import { type Script, startScript } from "../lib/scripts.ts";
-import { PARALLEL_DOWNLOADS, peerPermissions } from "../p2p/peer.ts";
+import { PARALLEL_DOWNLOADS } from "../p2p/peer.ts";
+import { countShared, startBenchPeer, startBenchTracker } from "./servers.ts";
 
 const MIB = 1024 * 1024;
 /** Targets from the issue. */
@@ -112,13 +113,7 @@ export async function runTransferBench(options: TransferOptions = {}): Promise<T
     const smallNames = [...Deno.readDirSync(smallA)].map((e) => e.name);
     const copySmall = await plainCopy(smallA, copyDir, smallNames, PARALLEL_DOWNLOADS);
 
-    await using tracker = await startScript("p2p/tracker.ts", [
-      "--port",
-      "0",
-      "--http-port",
-      "0",
-      "--quiet",
-    ]);
+    await using tracker = await startBenchTracker();
     progress(`P2P: ${largeBytes / MIB} MiB file, ${mode} mode`);
     const large = await p2pRun(tracker.port, largeA, largeB, mode, 1, progress);
     const line = large.receiver.find((l) => l.startsWith("downloaded large.bin"));
@@ -211,24 +206,7 @@ async function p2pRun(
   progress: (line: string) => void,
 ) {
   const peer = (dir: string) =>
-    startScript("p2p/peer.ts", [
-      "127.0.0.1",
-      String(trackerPort),
-      "--dir",
-      dir,
-      "--host",
-      "127.0.0.1",
-      "--port",
-      "0",
-      "--interval",
-      "1",
-      "--mode",
-      mode,
-      "--quiet",
-    ], {
-      permissions: peerPermissions(dir, mode),
-      timeoutMs: 120_000,
-    });
+    startBenchPeer(trackerPort, dir, { interval: 1, mode, timeoutMs: 120_000 });
   await using sender: Script = await peer(from);
   // Its Init goes out after it has hashed its files.
   await sender.waitFor(/connected to tracker/, 300_000);
@@ -250,12 +228,6 @@ async function p2pRun(
     receiverPeakMiB: await peakRssMiB(receiver.process.pid),
     receiver: receiver.lines,
   };
-}
-
-function countShared(dir: string): number {
-  let n = 0;
-  for (const entry of Deno.readDirSync(dir)) if (!entry.name.startsWith(".")) n++;
-  return n;
 }
 
 /**

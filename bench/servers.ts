@@ -17,7 +17,8 @@
  */
 
 import { type Mode, MODE_PERMISSIONS } from "../lib/concurrency.ts";
-import { freePort, projectPath, startCommand } from "../lib/scripts.ts";
+import { freePort, projectPath, type Script, startCommand, startScript } from "../lib/scripts.ts";
+import { peerPermissions } from "../p2p/peer.ts";
 
 /** The project's root folder, with a trailing slash: every command runs from there. */
 export const ROOT = projectPath(".");
@@ -430,4 +431,116 @@ export async function startResetStorm(
     },
     [Symbol.asyncDispose]: end,
   };
+}
+
+// ---------------------------------------------------------------- the P2P benchmarks' set-up
+
+/**
+ * Starts `p2p/tracker.ts` on 127.0.0.1, its TCP port and its status page on
+ * free ports, quiet: the tracker every P2P benchmark runs against.
+ *
+ * @example
+ * ```ts
+ * import { startBenchTracker } from "./servers.ts";
+ * await using tracker = await startBenchTracker();
+ * console.log("tracker on port", tracker.port);
+ * ```
+ */
+export function startBenchTracker(timeoutMs?: number): Promise<Script> {
+  return startScript("p2p/tracker.ts", ["--port", "0", "--http-port", "0", "--quiet"], {
+    timeoutMs,
+  });
+}
+
+/** Options for {@linkcode startBenchPeer}. */
+export interface BenchPeerOptions {
+  /** Seconds between the peer's rounds. */
+  interval: number | string;
+  /** Where it serves requests; passed as `--mode` only when given. @default {"async"} */
+  mode?: Mode;
+  /** Address it serves files on. @default {"127.0.0.1"} */
+  host?: string;
+  /** Milliseconds it may take to say it is listening. @default {startScript's} */
+  timeoutMs?: number;
+}
+
+/**
+ * Starts a quiet `p2p/peer.ts` sharing `dir`, serving on a free port and
+ * talking to the tracker at 127.0.0.1:`trackerPort`, with the permissions
+ * its mode needs.
+ *
+ * @example
+ * ```ts
+ * import { startBenchPeer, startBenchTracker } from "./servers.ts";
+ * await using tracker = await startBenchTracker();
+ * await using peer = await startBenchPeer(tracker.port, "/tmp/share", { interval: 1 });
+ * ```
+ */
+export function startBenchPeer(
+  trackerPort: number,
+  dir: string,
+  options: BenchPeerOptions,
+): Promise<Script> {
+  const mode = options.mode ?? "async";
+  return startScript("p2p/peer.ts", [
+    "127.0.0.1",
+    String(trackerPort),
+    "--dir",
+    dir,
+    "--host",
+    options.host ?? "127.0.0.1",
+    "--port",
+    "0",
+    "--interval",
+    String(options.interval),
+    ...(options.mode === undefined ? [] : ["--mode", options.mode]),
+    "--quiet",
+  ], { permissions: peerPermissions(dir, mode), timeoutMs: options.timeoutMs });
+}
+
+/** How many files a peer's folder shares: hidden ones (temp files, the peer's state) left out. */
+export function countShared(dir: string): number {
+  let n = 0;
+  for (const entry of Deno.readDirSync(dir)) if (!entry.name.startsWith(".")) n++;
+  return n;
+}
+
+/**
+ * A file under `/proc`, read through `cat`: Deno lets a script read `/proc`
+ * only with `--allow-all`, while `cat` needs no more than `--allow-run`.
+ * Asynchronous, so timings taken meanwhile do not stall.
+ */
+export async function readProc(path: string): Promise<string> {
+  const out = await new Deno.Command("cat", { args: [path], stdout: "piped" }).output();
+  if (!out.success) throw new Error(`cannot read ${path}`);
+  return new TextDecoder().decode(out.stdout);
+}
+
+/** Peak resident memory (VmHWM) of one live process, in MiB (not rounded). */
+export async function peakRssMiB(pid: number): Promise<number> {
+  const status = await readProc(`/proc/${pid}/status`);
+  return Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
+}
+
+/** The kernel's clock ticks per second (`getconf CLK_TCK`), which `/proc/PID/stat` counts in. */
+export function clockTicksPerSecond(): number {
+  try {
+    const out = new Deno.Command("getconf", { args: ["CLK_TCK"], stdout: "piped" }).outputSync();
+    const value = Number(new TextDecoder().decode(out.stdout).trim());
+    return value > 0 ? value : 100;
+  } catch {
+    return 100; // Linux's usual value
+  }
+}
+
+/** CPU seconds (user + system) a live process has used so far. */
+export async function cpuSeconds(
+  pid: number,
+  ticksPerSecond = clockTicksPerSecond(),
+): Promise<number> {
+  const stat = await readProc(`/proc/${pid}/stat`);
+  // Fields after the command name, which is in parentheses and may hold spaces.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  // utime and stime, fields 14 and 15 of stat(5).
+  return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond;
 }

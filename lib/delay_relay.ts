@@ -44,11 +44,14 @@ import { type Log, silentLog } from "./log.ts";
 import { closeQuietly, type Connection, connectTo, formatAddr, listenOn, writeAll } from "./net.ts";
 import { relay } from "./relay.ts";
 import {
+  closeEnds,
   DEFAULT_RTO_MS,
   type LossyRelayStats,
   MAX_RETRANSMISSIONS,
+  relayCloser,
   retransmissionDelay,
   seededRandom,
+  sleep,
 } from "./lossy_relay.ts";
 import { parseFraction } from "../udp_echo_server.ts";
 
@@ -213,25 +216,11 @@ export function startDelayRelay(options: DelayRelayOptions): DelayRelay {
         if (!result.clean) log(`${who}: ${result.reason}`);
       });
     } finally {
-      for (const conn of [client, server]) {
-        if (conn) {
-          live.delete(conn);
-          closeQuietly(conn);
-        }
-      }
+      closeEnds(live, [client, server]);
     }
   }, { log });
 
-  let closing: Promise<void> | undefined;
-  const close = () => {
-    closing ??= (async () => {
-      closeQuietly(listener);
-      closed.abort(new Deno.errors.Interrupted("relay closed"));
-      for (const conn of live) closeQuietly(conn);
-      await loop.settled();
-    })();
-    return closing;
-  };
+  const close = relayCloser(listener, closed, live, loop);
   return {
     addr: listener.addr,
     seed,
@@ -315,22 +304,6 @@ function delayedWrites(conn: Deno.TcpConn, line: DelayLine): Connection {
     remoteAddr: conn.remoteAddr,
     localAddr: conn.localAddr,
   };
-}
-
-/** Waits `ms` milliseconds, or rejects as soon as `signal` aborts. */
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal.reason);
-    };
-    const timer = setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
 }
 
 const USAGE = `usage: deno run --allow-net lib/delay_relay.ts --to HOST:PORT [options]

@@ -305,12 +305,7 @@ function startTcpRelay(s: RelaySettings): LossyRelay {
         { names: ["client", "server"] },
       );
     } finally {
-      for (const conn of [client, server]) {
-        if (conn) {
-          live.delete(conn);
-          closeQuietly(conn);
-        }
-      }
+      closeEnds(live, [client, server]);
     }
   }, { log: s.log });
 
@@ -351,21 +346,16 @@ function startTcpRelay(s: RelaySettings): LossyRelay {
     };
   }
 
-  let closing: Promise<void> | undefined;
-  const close = () => {
-    closing ??= (async () => {
-      closeQuietly(listener);
-      closed.abort(new Deno.errors.Interrupted("relay closed"));
-      for (const conn of live) closeQuietly(conn);
-      await loop.settled();
-    })();
-    return closing;
-  };
+  const close = relayCloser(listener, closed, live, loop);
   return { addr, seed: s.seed, stats: s.stats, close, [Symbol.asyncDispose]: close };
 }
 
-/** Waits `ms` milliseconds, or rejects as soon as `signal` aborts. */
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
+/**
+ * Waits `ms` milliseconds, or rejects as soon as `signal` aborts: how both
+ * TCP relays (this one and `delay_relay.ts`) hold a chunk back, cut short
+ * by their `close()`.
+ */
+export function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal.aborted) return reject(signal.reason);
     const onAbort = () => {
@@ -378,6 +368,42 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
     }, ms);
     signal.addEventListener("abort", onAbort, { once: true });
   });
+}
+
+/** Forgets and closes the two ends of one relayed connection (either may be missing). */
+export function closeEnds(
+  live: Set<{ close(): void }>,
+  ends: readonly ({ close(): void } | undefined)[],
+): void {
+  for (const conn of ends) {
+    if (conn) {
+      live.delete(conn);
+      closeQuietly(conn);
+    }
+  }
+}
+
+/**
+ * A TCP relay's `close()`: stops accepting, aborts `closed` (which cuts
+ * short every wait), closes the live connections and resolves once every
+ * handler is done. Calling it again returns the same promise.
+ */
+export function relayCloser(
+  listener: Deno.Listener,
+  closed: AbortController,
+  live: Set<{ close(): void }>,
+  loop: AcceptLoop,
+): () => Promise<void> {
+  let closing: Promise<void> | undefined;
+  return () => {
+    closing ??= (async () => {
+      closeQuietly(listener);
+      closed.abort(new Deno.errors.Interrupted("relay closed"));
+      for (const conn of live) closeQuietly(conn);
+      await loop.settled();
+    })();
+    return closing;
+  };
 }
 
 const USAGE =

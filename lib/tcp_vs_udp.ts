@@ -46,7 +46,17 @@ import {
 import { type Log, silentLog } from "./log.ts";
 import { closeQuietly, concatBytes, connectTo, READ_BUFFER_BYTES, writeAll } from "./net.ts";
 import { DEFAULT_RTO_MS, type LossyRelay, startLossyRelay } from "./lossy_relay.ts";
-import { haveCommand, projectPath, type Script, startCommand } from "./scripts.ts";
+import {
+  addVeth,
+  bridgeTotals,
+  ip,
+  removeNamespace,
+  removeStaleNamespaces,
+  startInNamespace,
+  startLossyBridge,
+  whyNoNetns,
+} from "./netns.ts";
+import { type Script, startCommand } from "./scripts.ts";
 import { parseFraction } from "../udp_echo_server.ts";
 
 /** Which lossy link a comparison ran over. */
@@ -176,21 +186,7 @@ let runs = 0;
  * ```
  */
 export function whyNoNamespaces(): string | null {
-  if (Deno.build.os !== "linux") return "network namespaces need Linux";
-  // Ask for the uid only when allowed: otherwise Deno would prompt. The probe below decides then.
-  if (Deno.permissions.querySync({ name: "sys", kind: "uid" }).state === "granted") {
-    if (Deno.uid() !== 0) return "creating network namespaces needs root";
-  }
-  if (!haveCommand("ip")) return "the ip command (iproute2) is missing";
-  if (!haveCommand("python3")) return "python3 (for lib/lossy_bridge.py) is missing";
-  const probe = `${NS_PREFIX}-${Deno.pid}-probe`;
-  try {
-    ip("netns", "add", probe);
-    ip("netns", "del", probe);
-  } catch (err) {
-    return `cannot create network namespaces here (${errorMessage(err)})`;
-  }
-  return null;
+  return whyNoNetns(NS_PREFIX, { python3: "python3 (for lib/lossy_bridge.py) is missing" });
 }
 
 /**
@@ -506,49 +502,6 @@ function splitHostPort(target: string): [string, string] {
 
 // ---------------------------------------------------------------- the namespace path
 
-/** Runs `ip` with `args`; throws with its stderr when it fails. */
-function ip(...args: string[]): string {
-  const out = new Deno.Command("ip", { args, stdout: "piped", stderr: "piped" }).outputSync();
-  if (!out.success) {
-    throw new Error(`ip ${args.join(" ")}: ${new TextDecoder().decode(out.stderr).trim()}`);
-  }
-  return new TextDecoder().decode(out.stdout);
-}
-
-/** Kills whatever still runs in namespace `ns`, then removes it (its interfaces go with it). */
-function removeNamespace(ns: string): void {
-  try {
-    for (const pid of ip("netns", "pids", ns).split(/\s+/).filter(Boolean)) {
-      try {
-        Deno.kill(Number(pid), "SIGKILL");
-      } catch {
-        // It exited meanwhile.
-      }
-    }
-    ip("netns", "del", ns);
-  } catch {
-    // Never created, or removed already.
-  }
-}
-
-/**
- * Removes namespaces a comparison left behind when its process was killed
- * (Ctrl-C in the middle of a lab): ours are named `tvu-PID-...`, and a
- * PID that no longer runs cannot come back for them.
- */
-function removeStaleNamespaces(): void {
-  if (Deno.permissions.querySync({ name: "read", path: "/proc" }).state !== "granted") return;
-  for (const line of ip("netns", "list").split("\n")) {
-    const match = new RegExp(`^(${NS_PREFIX}-(\\d+)-\\S+)`).exec(line);
-    if (!match || Number(match[2]) === Deno.pid) continue;
-    try {
-      Deno.statSync(`/proc/${match[2]}`);
-    } catch {
-      removeNamespace(match[1]);
-    }
-  }
-}
-
 /** Reads the TCP `RetransSegs` counter of namespace `ns` (each namespace counts its own). */
 function retransmittedSegments(ns: string): number {
   const out = new Deno.Command("ip", {
@@ -569,39 +522,17 @@ function retransmittedSegments(ns: string): number {
  * where lossy_bridge.py carries frames between the pairs' other ends.
  */
 async function buildNamespaces(run: Run): Promise<Link> {
-  removeStaleNamespaces();
+  removeStaleNamespaces(NS_PREFIX);
   const tag = `${NS_PREFIX}-${Deno.pid}-${++runs}`;
   const ns = { client: `${tag}-c`, server: `${tag}-s`, bridge: `${tag}-br` };
   // Registered first, so it runs last: after every process in the namespaces was stopped.
   await run.cleanup.add(() => Object.values(ns).forEach(removeNamespace));
   for (const name of Object.values(ns)) ip("netns", "add", name);
-  // Interface names are per namespace, so short fixed ones do: c0 in the client, c1 at the bridge.
-  for (const [side, host, address] of [["c", ns.client, CLIENT_IP], ["s", ns.server, SERVER_IP]]) {
-    ip(
-      "-n",
-      ns.bridge,
-      "link",
-      "add",
-      `${side}1`,
-      "type",
-      "veth",
-      "peer",
-      "name",
-      `${side}0`,
-      "netns",
-      host,
-    );
-    ip("-n", ns.bridge, "link", "set", `${side}1`, "up");
-    ip("-n", host, "addr", "add", `${address}/24`, "dev", `${side}0`);
-    ip("-n", host, "link", "set", `${side}0`, "up");
-    ip("-n", host, "link", "set", "lo", "up");
-  }
+  // c0 in the client, c1 at the bridge; s0 and s1 likewise.
+  addVeth({ middle: ns.bridge, host: ns.client, stem: "c", address: CLIENT_IP });
+  addVeth({ middle: ns.bridge, host: ns.server, stem: "s", address: SERVER_IP });
   const bridgeArgs = ["c1", "s1", "--loss", String(run.loss), "--seed", String(run.seed)];
-  const bridge = await startCommand(
-    "ip",
-    ["netns", "exec", ns.bridge, "python3", projectPath("lib/lossy_bridge.py"), ...bridgeArgs],
-    { waitForListening: false, label: "lossy_bridge.py", timeoutMs: START_TIMEOUT_MS },
-  );
+  const bridge = await startLossyBridge(ns.bridge, bridgeArgs, START_TIMEOUT_MS);
   await run.cleanup.add(() => bridge.stop());
   await bridge.waitFor(/^bridging /);
 
@@ -625,10 +556,8 @@ async function buildNamespaces(run: Run): Promise<Link> {
     async start(side, script, args, listens) {
       const where = side === "client" ? ns.client : ns.server;
       say(run, `$ ip netns exec ${where} deno run --allow-net ${script} ${args.join(" ")}`);
-      const command = [Deno.execPath(), "run", "--quiet", "--allow-net", script, ...args];
-      const started = await startCommand("ip", ["netns", "exec", where, ...command], {
+      const started = await startInNamespace(where, ["--allow-net"], script, args, {
         waitForListening: listens,
-        label: `${script} in ${where}`,
         timeoutMs: START_TIMEOUT_MS,
       });
       await run.cleanup.add(() => started.stop());
@@ -641,14 +570,7 @@ async function buildNamespaces(run: Run): Promise<Link> {
       // The bridge prints its counts as it stops.
       if (!totals) {
         await bridge.stop();
-        totals = { packets: 0, dropped: 0 };
-        for (const line of bridge.lines) {
-          const m = /forwarded (\d+) IPv4 frames, dropped (\d+)/.exec(line);
-          if (m) {
-            totals.packets += Number(m[1]) + Number(m[2]);
-            totals.dropped += Number(m[2]);
-          }
-        }
+        totals = bridgeTotals(bridge.lines);
       }
       return totals;
     },

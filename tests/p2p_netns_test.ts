@@ -11,40 +11,17 @@
  */
 
 import assert from "node:assert/strict";
-import { type Script, startCommand } from "../lib/scripts.ts";
-import { errorMessage } from "../lib/cli.ts";
-import { haveCommand, randomBytes, sha256 } from "./helpers.ts";
+import { addVeth, ip, removeNamespace, startInNamespace, whyNoNetns } from "../lib/netns.ts";
+import type { Script } from "../lib/scripts.ts";
+import { randomBytes, sha256 } from "./helpers.ts";
 import { canonical, MIB, putFile, tempFolder, waitForSameFolders } from "./p2p_helpers.ts";
 
 const T0 = 1_700_000_000; // seconds
 const SUBNET = "10.213.77"; // a /24 used only inside the namespaces
-const TAG = `p2p${Deno.pid % 100000}`; // keeps interface names under 16 characters
+const TAG = `p2p${Deno.pid % 100000}`; // names this run's namespaces apart from any other's
 const HOSTS = { t: 1, a: 2, b: 3 } as const; // namespace suffix to the address's last number
 const TRACKER_PORT = 9000;
 const TRACKER_HTTP_PORT = 9001;
-
-/** Runs `ip` with `args`; throws with its stderr when it fails. */
-function ip(...args: string[]): string {
-  const out = new Deno.Command("ip", { args, stdout: "piped", stderr: "piped" }).outputSync();
-  if (!out.success) {
-    throw new Error(`ip ${args.join(" ")}: ${new TextDecoder().decode(out.stderr).trim()}`);
-  }
-  return new TextDecoder().decode(out.stdout);
-}
-
-/** Why this machine cannot run the test, or `null` when it can. */
-function whyNot(): string | null {
-  if (Deno.build.os !== "linux") return "network namespaces need Linux";
-  if (Deno.uid() !== 0) return "creating network namespaces needs root";
-  if (!haveCommand("ip")) return "the ip command (iproute2) is missing";
-  try {
-    ip("netns", "add", `${TAG}-probe`);
-    ip("netns", "del", `${TAG}-probe`);
-  } catch (err) {
-    return `cannot create network namespaces here (${errorMessage(err)})`;
-  }
-  return null;
-}
 
 type Host = keyof typeof HOSTS;
 
@@ -54,48 +31,35 @@ function buildNetwork(hosts: Host[] = ["t", "a", "b"]): void {
   ip("-n", `${TAG}-br`, "link", "add", "br0", "type", "bridge");
   ip("-n", `${TAG}-br`, "link", "set", "br0", "up");
   for (const host of hosts) {
-    const last = HOSTS[host];
-    const ns = `${TAG}-${host}`;
-    ip("netns", "add", ns);
-    ip("link", "add", `${ns}0`, "type", "veth", "peer", "name", `${ns}1`);
-    ip("link", "set", `${ns}0`, "netns", ns);
-    ip("link", "set", `${ns}1`, "netns", `${TAG}-br`);
-    ip("-n", `${TAG}-br`, "link", "set", `${ns}1`, "master", "br0");
-    ip("-n", `${TAG}-br`, "link", "set", `${ns}1`, "up");
-    ip("-n", ns, "addr", "add", `${SUBNET}.${last}/24`, "dev", `${ns}0`);
-    ip("-n", ns, "link", "set", `${ns}0`, "up");
-    ip("-n", ns, "link", "set", "lo", "up");
+    ip("netns", "add", `${TAG}-${host}`);
+    addVeth({
+      middle: `${TAG}-br`,
+      host: `${TAG}-${host}`,
+      stem: host,
+      address: `${SUBNET}.${HOSTS[host]}`,
+      master: "br0",
+    });
   }
 }
 
 /** Removes every namespace of ours (their interfaces go with them). */
 function removeNetwork(): void {
-  for (const ns of [...Object.keys(HOSTS), "br"].map((h) => `${TAG}-${h}`)) {
-    try {
-      ip("netns", "del", ns);
-    } catch {
-      // Never created.
-    }
-  }
+  for (const host of [...Object.keys(HOSTS), "br"]) removeNamespace(`${TAG}-${host}`);
 }
 
 /** Runs a project script with `deno run` inside namespace `host`. */
 function startIn(host: Host, permissions: string[], script: string, args: string[]) {
-  return startCommand(
-    "ip",
-    [
-      "netns",
-      "exec",
-      `${TAG}-${host}`,
-      Deno.execPath(),
-      "run",
-      "--quiet",
-      ...permissions,
-      script,
-      ...args,
-    ],
-    { label: `${script} in ${TAG}-${host}` },
-  );
+  return startInNamespace(`${TAG}-${host}`, permissions, script, args);
+}
+
+/** The tracker on host `t`, on every address, at the fixed ports the peers are told. */
+function startTrackerIn(): Promise<Script> {
+  return startIn("t", ["--allow-net"], "p2p/tracker.ts", [
+    "0.0.0.0",
+    String(TRACKER_PORT),
+    "--http-port",
+    String(TRACKER_HTTP_PORT),
+  ]);
 }
 
 function startPeerIn(host: "a" | "b", dir: string): Promise<Script> {
@@ -116,7 +80,7 @@ function startPeerIn(host: "a" | "b", dir: string): Promise<Script> {
   );
 }
 
-const reason = whyNot();
+const reason = whyNoNetns("p2p");
 
 Deno.test({
   name: reason === null
@@ -133,12 +97,7 @@ Deno.test({
     const scripts: Script[] = [];
     try {
       buildNetwork();
-      const tracker = await startIn("t", ["--allow-net"], "p2p/tracker.ts", [
-        "0.0.0.0",
-        String(TRACKER_PORT),
-        "--http-port",
-        String(TRACKER_HTTP_PORT),
-      ]);
+      const tracker = await startTrackerIn();
       scripts.push(tracker);
       // Both peers use port 8000: on different hosts, that is no clash.
       scripts.push(await startPeerIn("a", a.path));
@@ -206,12 +165,7 @@ Deno.test({
     try {
       // Two hosts: the tracker and peer A share `t`; peer B is on `b`.
       buildNetwork(["t", "b"]);
-      const tracker = await startIn("t", ["--allow-net"], "p2p/tracker.ts", [
-        "0.0.0.0",
-        String(TRACKER_PORT),
-        "--http-port",
-        String(TRACKER_HTTP_PORT),
-      ]);
+      const tracker = await startTrackerIn();
       scripts.push(tracker);
       // B first, so that A's Init is answered with B's file at once: A keeps
       // the README's 5 s interval, and the test need not wait for its KeepAlive.
