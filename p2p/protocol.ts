@@ -86,6 +86,11 @@ export interface PeerMessage {
   features?: string[];
   /** Extension "versions": the deletions this peer made (sent with `files`). */
   deleted?: DeletionInfo[];
+  /**
+   * Our peers' downloads in progress, as they came: the tracker checks them
+   * (`parseTransfers` in tracker_state.ts), since only it shows them.
+   */
+  transfers?: unknown;
   /** Extension "parts": this message carries one part of a file list, and more parts follow. */
   more?: boolean;
   /** Extension "parts": the directory revision this peer holds (absent: 0, none). */
@@ -360,6 +365,7 @@ export function parsePeerMessage(line: string): PeerMessage {
     }
     message.deleted = value.deleted.map((d, i) => parseDeletion(d, `deleted[${i}]`));
   }
+  if (value.transfers !== undefined) message.transfers = value.transfers;
   if (value.more !== undefined) {
     if (typeof value.more !== "boolean") {
       throw new ProtocolError(`more must be true or false, got ${describe(value.more)}`);

@@ -211,7 +211,7 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Tracke
           since = message.since ?? 0;
           wait = message.wait ?? 0;
           // Downloads in progress that one of our peers reports (checked before anything changes).
-          const transfers = parseTransfers(line);
+          const transfers = parseTransfers(message.transfers);
           said = state.apply(pc, message, clock(), line.length);
           state.setTransfers(pc, transfers, clock());
         } catch (err) {

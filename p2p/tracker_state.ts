@@ -160,13 +160,6 @@ export interface TransferStats extends TransferInfo {
  */
 export const MAX_TRANSFERS = 50; // entries per report
 
-/**
- * Longest message line searched for a `"transfers"` field: a report is at
- * most {@linkcode MAX_TRANSFERS} short entries, so a longer line (a big file
- * list) is not parsed a second time for one.
- */
-export const MAX_TRANSFERS_LINE = 64 * 1024; // characters
-
 /** Running totals since the tracker started. */
 export interface TrackerCounters {
   /** Connections accepted. */
@@ -1470,9 +1463,8 @@ function asVersion(info: FileInfo, author: string): Version | null {
 }
 
 /**
- * The `"transfers"` field of a peer's message line, checked, or `undefined`
- * when it has none (`parsePeerMessage` leaves out fields it does not know;
- * this extension's field is read here, and only from short lines). At most
+ * A peer's `"transfers"` field (`PeerMessage.transfers`, as it came),
+ * checked, or `undefined` when it has none. At most
  * {@linkcode MAX_TRANSFERS} entries of `{"name", "from", "bytes", "size",
  * "rate"}`; whether each name is safe is {@linkcode TrackerState.setTransfers}'s
  * question.
@@ -1480,20 +1472,12 @@ function asVersion(info: FileInfo, author: string): Version | null {
  * @example
  * ```ts
  * import { parseTransfers } from "./tracker_state.ts";
- * parseTransfers('{"port": 8001, "transfers": [{"name": "a.bin", "from": "10.0.0.3:8002", ' +
- *   '"bytes": 1024, "size": 4096, "rate": 512}]}'); // [{ name: "a.bin", ... }]
- * parseTransfers('{"port": 8001}'); // undefined
+ * parseTransfers([{ name: "a.bin", from: "10.0.0.3:8002", bytes: 1024, size: 4096, rate: 512 }]);
+ * parseTransfers(undefined); // undefined
  * ```
  * @throws {ProtocolError} when the field is there but not such a list.
  */
-export function parseTransfers(line: string): TransferInfo[] | undefined {
-  if (line.length > MAX_TRANSFERS_LINE || !line.includes('"transfers"')) return undefined;
-  let value: unknown;
-  try {
-    value = (JSON.parse(line) as Record<string, unknown>)?.transfers;
-  } catch {
-    return undefined; // not JSON: parsePeerMessage has said so already
-  }
+export function parseTransfers(value: unknown): TransferInfo[] | undefined {
   if (value === undefined) return undefined;
   if (!Array.isArray(value) || value.length > MAX_TRANSFERS) {
     throw new ProtocolError(`transfers must be a list of at most ${MAX_TRANSFERS} downloads`);
