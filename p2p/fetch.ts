@@ -360,7 +360,8 @@ export class DownloadQueue {
         const result = this.#pipelines(wanted) && source.features?.includes("pipeline")
           ? await this.#viaPipeline(source, options)
           : await downloadFile(options);
-        this.#options.hashes.set(name, result.info, result.sha256);
+        // Hashed as it arrived: trusted while fresh, so the next listings need not read it back.
+        this.#options.hashes.setWritten(name, result.info, result.sha256);
         this.recent.set(name, Math.floor(entry.mtime));
         this.#options.onDownloaded?.(name, wanted, result);
         this.badHolders.delete(where);

@@ -195,17 +195,37 @@ export interface LocalFile extends FileInfo {
 
 /** Remembers hashes so that an unchanged file is not read again every round. */
 export class HashCache {
-  #entries = new Map<string, { key: string; sha256: string }>();
+  #entries = new Map<string, { key: string; sha256: string; recheckAt?: number }>();
 
   /** Whether a hash of `name` is cached at all (it may be stale: see {@linkcode HashCache.get}). */
   has(name: string): boolean {
     return this.#entries.has(name);
   }
 
-  /** The cached hash of `name` if its size, mtime, ctime and inode are unchanged. */
-  get(name: string, info: Deno.FileInfo): string | undefined {
+  /**
+   * The cached hash of `name` if its size, mtime, ctime and inode are
+   * unchanged (and, for a file stored by {@linkcode HashCache.setWritten},
+   * its time to be read once more has not come).
+   */
+  get(name: string, info: Deno.FileInfo, now: number = Date.now()): string | undefined {
     const hit = this.#entries.get(name);
-    return hit && hit.key === cacheKey(info) ? hit.sha256 : undefined;
+    if (hit === undefined || hit.key !== cacheKey(info)) return undefined;
+    return hit.recheckAt !== undefined && now >= hit.recheckAt ? undefined : hit.sha256;
+  }
+
+  /**
+   * Stores the hash of a file this peer has just written and renamed into
+   * place (a download: every byte was hashed as it arrived, and `info` is
+   * the stat of the file it wrote). Unlike {@linkcode HashCache.set} it is
+   * kept while the file is fresh, so a burst of downloads is not read back
+   * by every listing; once the file's stat can be trusted
+   * ({@linkcode RACY_MS} after its last change) the next listing reads it
+   * once more, as `set` would have had it do, so an edit hidden in the
+   * same second (same size, mtime put back) is found then at the latest.
+   */
+  setWritten(name: string, info: Deno.FileInfo, sha256: string): void {
+    const changed = Math.max(info.ctime?.getTime() ?? 0, info.mtime?.getTime() ?? 0);
+    this.#entries.set(name, { key: cacheKey(info), sha256, recheckAt: changed + RACY_MS });
   }
 
   /**
@@ -436,7 +456,9 @@ export async function openSharedFile(
         throw new RefusedError("a folder on its path is a symlink");
       }
     }
-    before = await Deno.lstat(target);
+    // Sync, as the listing's lstat: microseconds, where the async call's thread hop costs
+    // more than the look itself (every pipelined request of a small file comes here).
+    before = Deno.lstatSync(target);
     if (before.isSymlink) {
       target = await Deno.realPath(target);
       if (!target.startsWith(`${root}/`)) {
@@ -463,7 +485,13 @@ export async function openSharedFile(
   } catch (err) {
     throw new RefusedError(`cannot open it: ${errorMessage(err)}`);
   }
-  const info = await file.stat();
+  let info: Deno.FileInfo;
+  try {
+    info = file.statSync();
+  } catch (err) {
+    file.close();
+    throw new RefusedError(`cannot read it: ${errorMessage(err)}`);
+  }
   if (!info.isFile || info.ino !== before.ino || info.dev !== before.dev) {
     file.close();
     throw new RefusedError("the file changed while it was being opened");
@@ -677,6 +705,20 @@ export function localDiskError(err: unknown, needed?: number): LocalDiskError {
   return new LocalDiskError(errorMessage(err), key || "local", "file", needed);
 }
 
+/**
+ * {@linkcode onDisk} for a synchronous call. Used for the quick metadata calls
+ * of a download (lstat, stat, utime, rename): a few microseconds each, where
+ * the async call costs a hop to a worker thread and back (~60 µs here, most
+ * of a small file's cost), as the listing found too.
+ */
+function onDiskNow<T>(operation: () => T): T {
+  try {
+    return operation();
+  } catch (err) {
+    throw localDiskError(err);
+  }
+}
+
 /** Runs a file operation in the folder; any failure becomes a {@linkcode LocalDiskError}. */
 async function onDisk<T>(operation: Promise<T>, needed?: number): Promise<T> {
   try {
@@ -770,7 +812,10 @@ export interface DownloadResult {
   sha256: string;
   /** Whether the hash was checked against the directory's. */
   verified: boolean;
-  /** The file's metadata once in place. */
+  /**
+   * The file's metadata as written, taken from the open file just before
+   * the rename (which keeps its inode, size and mtime).
+   */
   info: Deno.FileInfo;
 }
 
@@ -910,9 +955,10 @@ class IncomingFile {
 
   /** Makes the folders on the way, and notes the file here as the download starts. */
   async prepare(): Promise<void> {
-    await prepareFolders(this.options.dir, this.options.name);
+    const here = await prepareFolders(this.options.dir, this.options.name);
     // The file here as the download starts, to notice an edit made while the bytes travel.
-    this.#before = await onDisk(statOrNull(this.target));
+    // The lstat that checked the name serves, but for a symlink: the listing follows those.
+    this.#before = here?.isSymlink ? await onDisk(statOrNull(this.target)) : here;
   }
 
   /**
@@ -991,17 +1037,27 @@ class IncomingFile {
       );
     }
     try {
-      // On disk before it gets its name, so a crash cannot leave a torn file under that name.
+      // On disk before it gets its name, so a crash cannot leave a torn file under that name
+      // (kept for small files too: without it ext4 may show a new name with no data after a crash).
       await onDisk(this.#file!.syncData(), length);
-      this.#file!.close();
-      this.#file = null;
+      // Through the open file, not the path: no second look-up of the name.
+      const file = this.#file!;
       const mtime = new Date(options.mtime * 1000);
-      await onDisk(Deno.utime(this.tempPath, mtime, mtime));
-      // Looked at again just before the rename: a newer local edit must not be overwritten.
-      const changed = localChange(await onDisk(statOrNull(this.target)), this.#before, options);
+      onDiskNow(() => file.utimeSync(mtime, mtime));
+      // The file as it will be under its name: the rename moves the inode, and may only touch
+      // its ctime (then the hash cache misses and the file is read once more; never the reverse).
+      const info = onDiskNow(() => file.statSync());
+      file.close();
+      this.#file = null;
+      // Looked at again just before the rename, with nothing awaited in between (the sync calls
+      // keep the gap to microseconds): a newer local edit must not be overwritten.
+      const changed = localChange(
+        onDiskNow(() => statNowOrNull(this.target)),
+        this.#before,
+        options,
+      );
       if (changed !== null) throw new LocalChangeError(changed);
-      await onDisk(Deno.rename(this.tempPath, this.target));
-      const info = await onDisk(Deno.stat(this.target));
+      onDiskNow(() => Deno.renameSync(this.tempPath, this.target));
       return {
         bytes: length,
         received: this.received,
@@ -1217,17 +1273,18 @@ export class HolderConnection {
  * one that exists must be a real folder (a symlink is not followed: it could
  * lead out of the shared folder), each missing one is made. A folder where
  * the file should go is in the way too. Folders made for a download that
- * then fails stay, empty.
+ * then fails stay, empty. Returns the lstat of `path` itself, or `null`
+ * when nothing is there yet.
  *
  * @throws {LocalDiskError} saying what is in the way (for this file only), or why a folder cannot be made.
  */
-async function prepareFolders(dir: string, path: string): Promise<void> {
+async function prepareFolders(dir: string, path: string): Promise<Deno.FileInfo | null> {
   const names = path.split("/");
   let at = dir.replace(/\/+$/, "");
   for (let i = 0; i < names.length - 1; i++) {
     at += `/${names[i]}`;
     const shown = names.slice(0, i + 1).join("/");
-    let info = await onDisk(lstatOrNull(at));
+    let info = onDiskNow(() => lstatNowOrNull(at));
     if (info === null) {
       // Made one at a time, checking each: mkdir's "recursive" would follow a symlink made meanwhile.
       await Deno.mkdir(at).catch((err) => {
@@ -1243,15 +1300,35 @@ async function prepareFolders(dir: string, path: string): Promise<void> {
       throw new LocalDiskError(`${shown} is a file here, not a folder`, "ENOTDIR", "file");
     }
   }
-  if ((await onDisk(lstatOrNull(`${at}/${names[names.length - 1]}`)))?.isDirectory) {
-    throw new LocalDiskError(`${path} is a folder here`, "EISDIR", "file");
-  }
+  const here = onDiskNow(() => lstatNowOrNull(`${at}/${names[names.length - 1]}`));
+  if (here?.isDirectory) throw new LocalDiskError(`${path} is a folder here`, "EISDIR", "file");
+  return here;
 }
 
 /** A path's own metadata (a symlink is not followed), or `null` when there is nothing. */
 async function lstatOrNull(path: string): Promise<Deno.FileInfo | null> {
   try {
     return await Deno.lstat(path);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return null;
+    throw err;
+  }
+}
+
+/** {@linkcode lstatOrNull}, synchronous (see {@linkcode onDiskNow}). */
+function lstatNowOrNull(path: string): Deno.FileInfo | null {
+  try {
+    return Deno.lstatSync(path);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return null;
+    throw err;
+  }
+}
+
+/** {@linkcode statOrNull}, synchronous (see {@linkcode onDiskNow}). */
+function statNowOrNull(path: string): Deno.FileInfo | null {
+  try {
+    return Deno.statSync(path);
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) return null;
     throw err;

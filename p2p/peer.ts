@@ -419,7 +419,7 @@ export async function startPeer(options: PeerOptions): Promise<Peer> {
    * our own download just put in place, not the removal of a path nobody
    * recorded. The round decides for sure; this only spares it needless runs.
    */
-  async function mayAnnounce(path: string): Promise<boolean> {
+  function mayAnnounce(path: string): boolean {
     const inside = path.startsWith(dir + SEPARATOR) ? path.slice(dir.length + 1) : null;
     if (inside === null) return path !== dir;
     const rel = SEPARATOR === "/" ? inside : inside.replaceAll(SEPARATOR, "/");
@@ -427,10 +427,20 @@ export async function startPeer(options: PeerOptions): Promise<Peer> {
     if (rel === IGNORE_FILE) return true;
     if (rel.split("/").some((name) => name.startsWith("."))) return false;
     if (lastIgnore.ignored(rel) !== null) return false;
-    const info = await Deno.lstat(path).catch(() => null);
+    // Sync, as the listing does: a download burst brings an event per file, and the async call's
+    // thread hop cost more than the look itself.
+    let info: Deno.FileInfo | null = null;
+    try {
+      info = Deno.lstatSync(path);
+    } catch {
+      // Gone, or not ours to look at: as gone.
+    }
     if (info === null) {
       // Gone: a change only if it was a file (or a folder of files) announced here.
-      return state.files.has(rel) || [...state.files.keys()].some((p) => p.startsWith(rel + "/"));
+      if (state.files.has(rel)) return true;
+      const folder = rel + "/";
+      for (const recorded of state.files.keys()) if (recorded.startsWith(folder)) return true;
+      return false;
     }
     const own = ownWrites.get(rel);
     if (own !== undefined) {
@@ -567,7 +577,7 @@ interface FolderWatch {
  * Watches `dir` and its subfolders, and calls `onSettled` once the changes
  * that `mayAnnounce` lets through have stopped for {@linkcode SETTLE_MS}.
  * When the system's queue of events overflowed (events were lost), it calls
- * `onSettled` at once: the round rescans the whole folder. A watcher that
+ * `onSettled` once the events stop too: the round rescans the whole folder. A watcher that
  * cannot start, or fails, is reported in one line; the rounds every
  * `interval` then find every change, as they always do.
  */
@@ -575,7 +585,7 @@ function watchFolder(
   dir: string,
   options: {
     open?: (dir: string) => FolderWatcher;
-    mayAnnounce: (path: string) => Promise<boolean>;
+    mayAnnounce: (path: string) => boolean;
     onSettled: () => void;
     interval: number;
     log: Log;
@@ -610,11 +620,13 @@ function watchFolder(
             );
             overflowSaid = true;
           }
-          onSettled();
+          // After the burst, not during it: the events lost are most often our own downloads'
+          // renames, and a round in the middle would list the whole folder for nothing.
+          settle();
           continue;
         }
         for (const path of event.paths) {
-          if (await mayAnnounce(path)) {
+          if (mayAnnounce(path)) {
             settle();
             break;
           }

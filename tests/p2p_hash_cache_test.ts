@@ -45,3 +45,28 @@ Deno.test("HashCache: a file changed within the last two seconds is hashed again
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("HashCache.setWritten: a download's hash is trusted while fresh, then read once more", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "hash_cache_" });
+  try {
+    await Deno.writeTextFile(`${dir}/c.txt`, "downloaded");
+    const info = await Deno.stat(`${dir}/c.txt`);
+    const cache = new HashCache();
+    cache.setWritten("c.txt", info, "hash-of-download");
+    // Fresh: every listing in the next moments takes the hash computed as the bytes arrived.
+    assert.equal(cache.get("c.txt", info, Date.now()), "hash-of-download");
+    // Once its stat can be trusted, the next listing reads the file once more.
+    assert.equal(cache.get("c.txt", info, Date.now() + 5_000), undefined);
+    // And any change of size, mtime, ctime or inode is a miss at once.
+    await Deno.writeTextFile(`${dir}/c.txt`, "edited!!!!");
+    const edited = await Deno.stat(`${dir}/c.txt`);
+    await Deno.utime(`${dir}/c.txt`, info.atime!, info.mtime!);
+    const restored = await Deno.stat(`${dir}/c.txt`);
+    assert.equal(restored.size, info.size);
+    if (restored.ctime?.getTime() !== info.ctime?.getTime() || edited.ino !== info.ino) {
+      assert.equal(cache.get("c.txt", restored, Date.now()), undefined);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
