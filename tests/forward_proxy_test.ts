@@ -35,6 +35,7 @@ import {
   withTimeout,
 } from "./helpers.ts";
 import { tempFolder } from "./p2p_helpers.ts";
+import { runChromium, whyNoChromium } from "./browser.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -273,30 +274,8 @@ with opener.open(sys.argv[2], timeout=20) as reply:
   },
 );
 
-/** Flags for headless Chromium as root in a sandbox (as in status_page_browser_test.ts). */
-const CHROMIUM_FLAGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--hide-scrollbars",
-];
-
-async function chromium(args: string[]) {
-  await using profile = await tempFolder("chromium_profile_");
-  return await run("chromium", [...CHROMIUM_FLAGS, `--user-data-dir=${profile.path}`, ...args]);
-}
-
 /** Why the browser test cannot run here, or `null` when Chromium starts. */
-const noChromium = !haveCommand("chromium")
-  ? "chromium is not installed (Debian package chromium)"
-  : await chromium(["--dump-dom", "about:blank"]).then((probe) =>
-    probe.code === 0 ? null : `chromium cannot start: ${probe.stderr.trim().split("\n")[0]}`
-  );
+const noChromium = await whyNoChromium();
 
 Deno.test({
   name: `headless Chromium loads a page through the forward proxy and takes a screenshot${
@@ -315,8 +294,8 @@ Deno.test({
     const page = `http://127.0.0.1:${origin.addr.port}/`;
     // Chromium never uses a proxy for loopback unless "<-loopback>" takes that rule away.
     const viaProxy = [`--proxy-server=${proxy.url}`, "--proxy-bypass-list=<-loopback>"];
-    const dom = await chromium([...viaProxy, "--dump-dom", page]);
-    assert.equal(dom.code, 0, dom.stderr);
+    const dom = await runChromium([...viaProxy, "--dump-dom", page]);
+    assert.ok(dom.ok, dom.stderr);
     assert.match(dom.stdout, /Fetched through proxy_server\.ts --forward/);
     assert.ok(
       proxy.lines.some((l) => l.includes(`GET ${page} 200 `)),
@@ -325,13 +304,13 @@ Deno.test({
 
     await Deno.mkdir(projectPath("tests/tmp"), { recursive: true });
     const file = projectPath("tests/tmp/forward_proxy.png");
-    const shot = await chromium([
+    const shot = await runChromium([
       ...viaProxy,
       "--window-size=1000,400",
       `--screenshot=${file}`,
       page,
     ]);
-    assert.equal(shot.code, 0, shot.stderr);
+    assert.ok(shot.ok, shot.stderr);
     const png = await Deno.readFile(file);
     assert.deepEqual([...png.subarray(1, 4)], [0x50, 0x4e, 0x47]); // "PNG"
     assert.ok(png.length > 3000, `screenshot is only ${png.length} bytes`);

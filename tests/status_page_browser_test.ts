@@ -9,7 +9,8 @@
  */
 
 import assert from "node:assert/strict";
-import { haveCommand, projectPath } from "./helpers.ts";
+import { projectPath } from "./helpers.ts";
+import { CHROMIUM_FLAGS, runChromium, whyNoChromium } from "./browser.ts";
 import {
   putFile,
   startPeerScript,
@@ -17,31 +18,6 @@ import {
   tempFolder,
   waitUntil,
 } from "./p2p_helpers.ts";
-
-/** Flags a sandboxed root session needs; background networking is refused on this network. */
-const CHROMIUM_FLAGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--hide-scrollbars",
-];
-
-async function chromium(args: string[]): Promise<{ ok: boolean; stdout: string; stderr: string }> {
-  await using profile = await tempFolder("chromium_profile_");
-  const out = await new Deno.Command("chromium", {
-    args: [...CHROMIUM_FLAGS, `--user-data-dir=${profile.path}`, ...args],
-    stdout: "piped",
-    stderr: "piped",
-    signal: AbortSignal.timeout(60_000),
-  }).output();
-  const decode = (b: Uint8Array) => new TextDecoder().decode(b);
-  return { ok: out.success, stdout: decode(out.stdout), stderr: decode(out.stderr) };
-}
 
 /** A page open in a headless Chromium that a test drives over the DevTools protocol. */
 interface BrowserPage extends AsyncDisposable {
@@ -145,11 +121,7 @@ async function openPage(url: string): Promise<BrowserPage> {
 }
 
 /** Why the browser test cannot run here, or `null` when Chromium starts. */
-const cannotRun = !haveCommand("chromium")
-  ? "chromium is not installed (Debian package chromium)"
-  : await chromium(["--dump-dom", "about:blank"]).then((probe) =>
-    probe.ok ? null : `chromium cannot start: ${probe.stderr.trim().split("\n")[0]}`
-  );
+const cannotRun = await whyNoChromium();
 
 Deno.test({
   name: `the tracker's status page shows live peers and their files in headless Chromium${
@@ -181,7 +153,7 @@ Deno.test({
     );
 
     await t.step("the page lists both peers and both files", async () => {
-      const page = await chromium(["--dump-dom", url]);
+      const page = await runChromium(["--dump-dom", url]);
       assert.ok(page.ok, page.stderr);
       assert.match(page.stdout, /notes-from-a\.txt/);
       assert.match(page.stdout, /photo-from-b\.bin/);
@@ -196,7 +168,7 @@ Deno.test({
     await t.step("a screenshot is saved", async () => {
       await Deno.mkdir(projectPath("tests/tmp"), { recursive: true });
       const file = projectPath("tests/tmp/status_page.png");
-      const shot = await chromium(["--window-size=1200,800", `--screenshot=${file}`, url]);
+      const shot = await runChromium(["--window-size=1200,800", `--screenshot=${file}`, url]);
       assert.ok(shot.ok, shot.stderr);
       const png = await Deno.readFile(file);
       assert.deepEqual([...png.subarray(1, 4)], [0x50, 0x4e, 0x47]); // "PNG"
