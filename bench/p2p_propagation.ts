@@ -20,8 +20,8 @@
  */
 
 import { parseCli, parseCount, parseSeconds, runMain } from "../lib/cli.ts";
-import { type Script, startScript } from "../lib/scripts.ts";
-import { peerPermissions } from "../p2p/peer.ts";
+import type { Script } from "../lib/scripts.ts";
+import { startBenchPeer, startBenchTracker } from "./servers.ts";
 
 /** The issue's goal: the median edit reaches the other peer within this many ms. */
 export const TARGET_MEDIAN_MS = 1_000;
@@ -78,31 +78,14 @@ export async function runPropagationBench(
   const [a, b] = [`${work}/a`, `${work}/b`];
   for (const dir of [a, b]) await Deno.mkdir(dir);
   try {
-    await using tracker = await startScript("p2p/tracker.ts", [
-      "--port",
-      "0",
-      "--http-port",
-      "0",
-      "--quiet",
-    ], { timeoutMs: START_TIMEOUT_MS });
+    await using tracker = await startBenchTracker(START_TIMEOUT_MS);
     const statusLine = await tracker.waitFor(/status page on/, START_TIMEOUT_MS);
     const statusPort = Number(/status page on http:\/\/\S+:(\d+)\//.exec(statusLine)![1]);
     const statusPage = await checkLiveStatus(statusPort);
     progress(`status page: ${statusPage}`);
 
     const peer = (dir: string) =>
-      startScript("p2p/peer.ts", [
-        "127.0.0.1",
-        String(tracker.port),
-        "--dir",
-        dir,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--interval",
-        String(interval),
-      ], { permissions: peerPermissions(dir, "async"), timeoutMs: START_TIMEOUT_MS });
+      startBenchPeer(tracker.port, dir, { interval, quiet: false, timeoutMs: START_TIMEOUT_MS });
     await using peerA: Script = await peer(a);
     await using peerB: Script = await peer(b);
     // Both have had their first round, in which the tracker accepted "push".

@@ -26,8 +26,8 @@
  */
 
 import { parseCli, parseCount, runMain } from "../lib/cli.ts";
-import { type Script, startScript } from "../lib/scripts.ts";
-import { peerPermissions } from "../p2p/peer.ts";
+import type { Script } from "../lib/scripts.ts";
+import { startBenchPeer, startBenchTracker } from "./servers.ts";
 
 /** The issue's goal: holders send at most this share of what was missing. */
 export const TARGET_SENT_RATIO = 1.05;
@@ -189,26 +189,14 @@ async function holderGoneCase(
   }
 }
 
+/** The tracker, as the other p2p benches start it. */
 function startTracker(): Promise<Script> {
-  return startScript("p2p/tracker.ts", ["--port", "0", "--http-port", "0", "--quiet"], {
-    timeoutMs: START_TIMEOUT_MS,
-  });
+  return startBenchTracker(START_TIMEOUT_MS);
 }
 
 /** A peer without `--quiet`: its "sent" lines are the figures. */
 function startPeer(dir: string, trackerPort: number, interval = 1): Promise<Script> {
-  return startScript("p2p/peer.ts", [
-    "127.0.0.1",
-    String(trackerPort),
-    "--dir",
-    dir,
-    "--host",
-    "127.0.0.1",
-    "--port",
-    "0",
-    "--interval",
-    String(interval),
-  ], { permissions: peerPermissions(dir, "async"), timeoutMs: START_TIMEOUT_MS });
+  return startBenchPeer(trackerPort, dir, { interval, quiet: false, timeoutMs: START_TIMEOUT_MS });
 }
 
 async function folders(work: string, group: string, names: string[]): Promise<string[]> {

@@ -462,10 +462,12 @@ export interface BenchPeerOptions {
   host?: string;
   /** Milliseconds it may take to say it is listening. @default {startScript's} */
   timeoutMs?: number;
+  /** With `--quiet` (no line per file served); off where those lines are the figures. @default {true} */
+  quiet?: boolean;
 }
 
 /**
- * Starts a quiet `p2p/peer.ts` sharing `dir`, serving on a free port and
+ * Starts a `p2p/peer.ts` (quiet unless told) sharing `dir`, serving on a free port and
  * talking to the tracker at 127.0.0.1:`trackerPort`, with the permissions
  * its mode needs.
  *
@@ -494,7 +496,7 @@ export function startBenchPeer(
     "--interval",
     String(options.interval),
     ...(options.mode === undefined ? [] : ["--mode", options.mode]),
-    "--quiet",
+    ...(options.quiet === false ? [] : ["--quiet"]),
   ], { permissions: peerPermissions(dir, mode), timeoutMs: options.timeoutMs });
 }
 
