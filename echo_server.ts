@@ -134,6 +134,7 @@ export function startEchoServer(options: EchoServerOptions = {}): Promise<Connec
     mode: options.mode,
     poolSize: options.poolSize,
     maxConns: options.maxConns,
+    whenFull: options.whenFull,
     log: options.log,
   });
 }

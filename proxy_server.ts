@@ -242,6 +242,7 @@ export function startProxyServer(options: ProxyServerOptions = {}): Promise<Conn
       mode: options.mode,
       poolSize: options.poolSize,
       maxConns: options.maxConns,
+      whenFull: options.whenFull,
       log: options.log,
     });
   }
@@ -258,6 +259,7 @@ export function startProxyServer(options: ProxyServerOptions = {}): Promise<Conn
     mode: options.mode,
     poolSize: options.poolSize,
     maxConns: options.maxConns,
+    whenFull: options.whenFull,
     log: options.log,
   });
 }

@@ -14,9 +14,13 @@
  *   where waiting helps: the loop backs off, 5 ms doubling to 1 s, and logs
  *   at most one line a second about it.
  * - With `maxConns`, the loop stops accepting while that many connections are
- *   open (as haproxy's `maxconn` does): the next clients wait in the kernel's
- *   queue and are accepted the moment one finishes, instead of being accepted
- *   only to be closed.
+ *   open, rather than accepting clients only to close them. By default it
+ *   also closes the listening socket until one finishes, so the next client
+ *   is refused at once ("Connection refused") instead of hanging; the
+ *   address is listened on again as soon as a slot is free. With
+ *   `whenFull: "queue"` the socket stays open and the next clients wait in
+ *   the kernel's queue until one finishes (haproxy's `maxconn`, and the
+ *   handout's one-at-a-time server).
  *
  * @example
  * ```ts
@@ -67,10 +71,20 @@ export interface AcceptStats {
   fullPauses: number;
 }
 
+/**
+ * What a full server (`maxConns` connections open) does with the next
+ * client: `"refuse"` closes the listening socket until a slot is free, so
+ * the client is refused at once; `"queue"` leaves it waiting in the
+ * kernel's queue.
+ */
+export type WhenFull = "refuse" | "queue";
+
 /** Options for {@linkcode acceptEach}. */
 export interface AcceptOptions {
-  /** Most connections served at once; the rest wait in the kernel's queue. 0: no limit. @default {0} */
+  /** Most connections served at once. 0: no limit. @default {0} */
   maxConns?: number;
+  /** What happens to clients beyond `maxConns`. @default {"refuse"} */
+  whenFull?: WhenFull;
   /** Where the loop's own lines go. @default {printLog} */
   log?: Log;
   /** Counters to update (a server may share them with its callers). @default {fresh counters} */
@@ -81,6 +95,8 @@ export interface AcceptOptions {
 export interface AcceptLoop {
   /** Live counters. */
   readonly stats: AcceptStats;
+  /** Stops accepting and closes the listening socket (the one in use, if it was replaced). */
+  close(): void;
   /** Resolves once the listener is closed and every handed-over connection has been served. */
   settled(): Promise<void>;
 }
@@ -106,8 +122,13 @@ export function acceptEach(
 ): AcceptLoop {
   const log = options.log ?? printLog;
   const maxConns = options.maxConns ?? 0;
+  const refuseWhenFull = (options.whenFull ?? "refuse") === "refuse";
   const stats = options.stats ?? newAcceptStats();
   const live = new Set<Promise<void>>();
+  /** The socket accepted on: the caller's, or a fresh one on its address after a full spell. */
+  let current = listener;
+  let stopped = false;
+  /** Wakes the loop while it waits for a free slot (a connection ended, or close()). */
   let slotFreed: (() => void) | null = null;
   const skippedNote = new RateLimitedNote(log);
   const backoffNote = new RateLimitedNote(log);
@@ -137,17 +158,27 @@ export function acceptEach(
     let backoffMs = 0;
     while (true) {
       if (maxConns > 0 && stats.active >= maxConns) {
-        // Full: leave new clients in the kernel's queue until one of ours finishes.
         stats.fullPauses++;
         fullNote.say(() =>
-          `serving ${stats.active} connections (the most allowed): new clients wait until one finishes`
+          `serving ${stats.active} connections (the most allowed): ` +
+          (refuseWhenFull
+            ? "refusing new clients until one finishes"
+            : "new clients wait until one finishes")
         );
+        // Refuse: with no socket listening, the kernel answers the next SYN with a reset.
+        if (refuseWhenFull) closeQuietly(current);
         await new Promise<void>((resolve) => slotFreed = resolve);
+        if (stopped) return;
+        if (refuseWhenFull) {
+          const reopened = await listenAgain(current.addr);
+          if (reopened === null) return;
+          current = reopened;
+        }
         continue;
       }
       let conn: Deno.TcpConn;
       try {
-        conn = await listener.accept();
+        conn = await current.accept();
       } catch (err) {
         if (err instanceof Deno.errors.BadResource) return; // the listener was closed
         if (ONE_CONNECTION_ERRORS.some((E) => err instanceof E)) {
@@ -183,9 +214,35 @@ export function acceptEach(
     }
   }
 
+  /** Listens on `addr` again after a full spell, retrying with backoff; null once stopped. */
+  async function listenAgain(addr: Deno.NetAddr): Promise<Deno.TcpListener | null> {
+    let waitMs = BACKOFF_FIRST_MS;
+    while (!stopped) {
+      try {
+        return Deno.listen({ hostname: addr.hostname, port: addr.port, transport: "tcp" });
+      } catch (err) {
+        // Another program took the port meanwhile, say: keep trying, say so once a second.
+        stats.backoffs++;
+        backoffNote.say((n) =>
+          `listening on port ${addr.port} again failed ${n} time(s): ${brief(err)}; retrying`
+        );
+        await new Promise((resolve) => setTimeout(resolve, waitMs));
+        waitMs = Math.min(waitMs * 2, BACKOFF_MAX_MS);
+      }
+    }
+    return null;
+  }
+
   const accepting = loop();
   return {
     stats,
+    close() {
+      stopped = true;
+      closeQuietly(current);
+      const wake = slotFreed;
+      slotFreed = null;
+      wake?.();
+    },
     async settled() {
       await accepting;
       while (live.size > 0) await Promise.allSettled([...live]);

@@ -18,7 +18,8 @@
  *
  * The accept loop itself is `accept.ts`: it skips clients that fail before
  * they are accepted, backs off only when out of file descriptors, and stops
- * accepting while `maxConns` connections are open.
+ * accepting while `maxConns` connections are open (refusing the next clients
+ * at once, or leaving them in the kernel's queue).
  *
  * @example
  * ```ts
@@ -46,7 +47,7 @@ import {
   type HostMessage,
   type Link,
 } from "./mux.ts";
-import { acceptEach, type AcceptStats, newAcceptStats } from "./accept.ts";
+import { acceptEach, type AcceptStats, newAcceptStats, type WhenFull } from "./accept.ts";
 import { closeQuietly, formatAddr, listenOn } from "./net.ts";
 
 export type { HandlerRef } from "./mux.ts";
@@ -84,8 +85,10 @@ export interface ServerOptions {
   mode?: Mode;
   /** Workers or child processes kept warm (worker and process modes). @default {CPU count, 2 to MAX_POOL_SIZE} */
   poolSize?: number;
-  /** Most connections served at once; later clients wait in the kernel's queue. 0: no limit. @default {0} */
+  /** Most connections served at once. 0: no limit. @default {0} */
   maxConns?: number;
+  /** Beyond `maxConns`: refuse the next clients at once, or leave them in the kernel's queue. @default {"refuse"} */
+  whenFull?: WhenFull;
   /** Log only errors: no line per connection (handlers read it from their options). @default {false} */
   quiet?: boolean;
   /** Receives handler lines and the server's own. @default {printLog} */
@@ -103,8 +106,10 @@ export interface ServeOptions<O> {
   mode?: Mode;
   /** Workers or child processes kept warm (worker and process modes). @default {CPU count, 2 to MAX_POOL_SIZE} */
   poolSize?: number;
-  /** Most connections served at once; later clients wait in the kernel's queue. 0: no limit. @default {0} */
+  /** Most connections served at once. 0: no limit. @default {0} */
   maxConns?: number;
+  /** Beyond `maxConns`: refuse the next clients at once, or leave them in the kernel's queue. @default {"refuse"} */
+  whenFull?: WhenFull;
   /** Receives handler lines and the server's own. @default {printLog} */
   log?: Log;
   /** Deno permission flags for child processes, beyond reading the code. @default {["--allow-net"]} */
@@ -202,6 +207,7 @@ export async function serve<O>(
   }
   const loop = acceptEach(listener, (conn) => runner.serve(conn), {
     maxConns: options.maxConns,
+    whenFull: options.whenFull,
     log,
     stats,
   });
@@ -209,7 +215,7 @@ export async function serve<O>(
   let closing: Promise<void> | null = null;
   const close = () =>
     closing ??= (async () => {
-      closeQuietly(listener);
+      loop.close();
       await runner.stop();
       await loop.settled();
     })();

@@ -1,6 +1,6 @@
 /**
  * The command line every server script shares: the flags `--host`,
- * `--port`, `--mode`, `--workers`, `--max-conns` and `--quiet`, their usage
+ * `--port`, `--mode`, `--workers`, `--max-conns`, `--queue` and `--quiet`, their usage
  * lines, and the start-up that prints "listening on" and stops on Ctrl-C.
  *
  * @example
@@ -22,6 +22,7 @@ import {
   type ParsedCli,
   parseHost,
   parsePort,
+  UsageError,
 } from "./cli.ts";
 import { type ConnectionServer, MAX_POOL_SIZE, MODES, type ServerOptions } from "./concurrency.ts";
 import { formatAddr } from "./net.ts";
@@ -34,6 +35,7 @@ export function serverFlags(defaultPort: number): ParseArgsOptionsConfig {
     mode: { type: "string", default: "async" },
     workers: { type: "string" },
     "max-conns": { type: "string" },
+    queue: { type: "boolean", default: false },
     quiet: { type: "boolean", default: false },
   };
 }
@@ -47,13 +49,18 @@ export function serverUsage(defaultPort: number): string {
   --workers N         workers or child processes kept warm, 1 to ${MAX_POOL_SIZE} (default: CPU
                       count, at least 2). Each Worker holds ~10 MB and each child ~30 MB, and each
                       serves many connections at once already: more add memory, not speed
-  --max-conns N       serve at most N connections at once; later clients wait in the
-                      kernel's queue until one finishes (default: no limit)
+  --max-conns N       serve at most N connections at once; while N are open, new clients
+                      are refused at once (default: no limit)
+  --queue             with --max-conns: new clients wait in the kernel's queue until one
+                      finishes instead, like the handout's one-client-at-a-time server
   --quiet             print only the listening line and errors`;
 }
 
 /** Validates the shared flags' values. @throws {UsageError} on a bad value. */
 export function readServerFlags(values: ParsedCli["values"]): ServerOptions {
+  if (values.queue && values["max-conns"] === undefined) {
+    throw new UsageError("--queue only changes what --max-conns does: give --max-conns N too");
+  }
   return {
     hostname: parseHost(values.host as string, "--host"),
     port: parsePort(values.port as string, "--port"),
@@ -62,6 +69,7 @@ export function readServerFlags(values: ParsedCli["values"]): ServerOptions {
     maxConns: values["max-conns"] === undefined
       ? 0
       : parseCount(values["max-conns"] as string, "--max-conns"),
+    whenFull: values.queue ? "queue" : "refuse",
     quiet: values.quiet as boolean,
   };
 }

@@ -56,8 +56,71 @@ Deno.test("echo_server.ts --quiet still reports a connection that ended badly", 
   await server.waitFor(/^Closed 127\.0\.0\.1:\d+ \((reset by the client|error: .*)\)/);
 });
 
-Deno.test("echo_server.ts --max-conns 1: a second client waits until the first is done, then is served", async () => {
-  await using server = await startScript("echo_server.ts", ["--port", "0", "--max-conns", "1"]);
+for (const mode of MODES) {
+  Deno.test({
+    name:
+      `echo_server.ts --mode ${mode} --max-conns 1: a second client is refused at once, the first is unaffected, the next is served`,
+    ignore: !haveCommand("nc"),
+    async fn() {
+      await using server = await startScript(
+        "echo_server.ts",
+        ["--port", "0", "--max-conns", "1", "--mode", mode],
+        { permissions: MODE_PERMISSIONS[mode] },
+      );
+      const first = await Deno.connect({ port: server.port });
+      try {
+        await server.waitFor(/Connected by/);
+        await server.waitFor(/refusing new clients until one finishes/);
+        // A student's second nc is told "Connection refused" and exits 1 at once, not after a wait.
+        const started = performance.now();
+        const nc = await new Deno.Command("nc", {
+          args: ["-v", "-w", "5", "127.0.0.1", String(server.port)],
+          stdin: "null",
+          stdout: "piped",
+          stderr: "piped",
+        }).output();
+        assert.equal(nc.code, 1);
+        assert.match(new TextDecoder().decode(nc.stderr), /refused/);
+        assert.ok(performance.now() - started < 4000, "nc gave up at once, not after its -w 5");
+        await assert.rejects(Deno.connect({ port: server.port }), Deno.errors.ConnectionRefused);
+        // The first client is served as if nobody else had tried.
+        await writeAll(first, new TextEncoder().encode("ok"));
+        await first.closeWrite();
+        assert.equal(new TextDecoder().decode(await readAll(first)), "ok");
+      } finally {
+        first.close();
+      }
+      // Once the first has gone, the server listens again and serves the next client.
+      await server.waitFor(/Closed 127\.0\.0\.1/);
+      let next: Deno.TcpConn | null = null;
+      for (let tries = 0; next === null; tries++) {
+        try {
+          next = await Deno.connect({ port: server.port });
+        } catch (err) {
+          if (!(err instanceof Deno.errors.ConnectionRefused) || tries > 100) throw err;
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+      }
+      try {
+        await writeAll(next, new TextEncoder().encode("three"));
+        await next.closeWrite();
+        assert.equal(new TextDecoder().decode(await readAll(next)), "three");
+      } finally {
+        next.close();
+      }
+      assert.equal(server.lines.filter((l) => /^Connected by/.test(l)).length, 2);
+    },
+  });
+}
+
+Deno.test("echo_server.ts --max-conns 1 --queue: a second client waits until the first is done, then is served", async () => {
+  await using server = await startScript("echo_server.ts", [
+    "--port",
+    "0",
+    "--max-conns",
+    "1",
+    "--queue",
+  ]);
   const first = await Deno.connect({ port: server.port });
   try {
     await server.waitFor(/Connected by/);
@@ -104,6 +167,7 @@ for (
     [["--port", "70000"], /--port must be a whole number from 0 to 65535, got "70000"/],
     [["--mode", "threads"], /--mode must be one of async, worker, process, got "threads"/],
     [["--max-conns", "-1"], /--max-conns/],
+    [["--queue"], /--queue only changes what --max-conns does/],
     [["--bogus"], /Unknown option '--bogus'/],
   ] as const
 ) {

@@ -301,7 +301,7 @@ Deno.test("startProxyServer(): an upstream that does not answer is given up afte
   }
 });
 
-Deno.test("startProxyServer(): beyond maxConns, clients wait in the queue and are served when one leaves", async () => {
+Deno.test("startProxyServer(): beyond maxConns, clients are refused at once; once one leaves the next is served", async () => {
   const lines: string[] = [];
   await using origin = startRawOrigin(async (conn) => {
     await endOf(conn);
@@ -310,6 +310,61 @@ Deno.test("startProxyServer(): beyond maxConns, clients wait in the queue and ar
   });
   await using proxy = await startProxyServer({
     maxConns: 2,
+    log: (line) => lines.push(line),
+    upstream: { hostname: "127.0.0.1", port: origin.port },
+  });
+  const held = [
+    await Deno.connect({ port: proxy.addr.port }),
+    await Deno.connect({ port: proxy.addr.port }),
+  ];
+  try {
+    await waitUntil(() => proxy.stats.fullPauses >= 1, 3000, "the accept loop to stop");
+    await assert.rejects(Deno.connect({ port: proxy.addr.port }), Deno.errors.ConnectionRefused);
+    assert.ok(lines.some((l) => /refusing new clients/.test(l)), lines.join("\n"));
+    // The held clients are still relayed in full.
+    await held[0].write(new TextEncoder().encode("request"));
+    await held[0].closeWrite();
+    const done = held.shift()!;
+    assert.equal(new TextDecoder().decode(await readAll(done)), "reply");
+    done.close();
+    await waitUntil(() => proxy.stats.active === 1, 3000, "the first relay to end");
+    const extra = await withTimeout(
+      (async () => {
+        while (true) {
+          try {
+            return await Deno.connect({ port: proxy.addr.port });
+          } catch (err) {
+            if (!(err instanceof Deno.errors.ConnectionRefused)) throw err;
+            await new Promise((resolve) => setTimeout(resolve, 10));
+          }
+        }
+      })(),
+      3000,
+      "the proxy to listen again",
+    );
+    try {
+      await extra.write(new TextEncoder().encode("request"));
+      await extra.closeWrite();
+      assert.equal(new TextDecoder().decode(await readAll(extra)), "reply");
+      assert.equal(proxy.stats.accepted, 3);
+    } finally {
+      extra.close();
+    }
+  } finally {
+    for (const conn of held) conn.close();
+  }
+});
+
+Deno.test("startProxyServer(): beyond maxConns with whenFull queue, clients wait in the queue and are served when one leaves", async () => {
+  const lines: string[] = [];
+  await using origin = startRawOrigin(async (conn) => {
+    await endOf(conn);
+    await conn.write(new TextEncoder().encode("reply"));
+    await conn.closeWrite();
+  });
+  await using proxy = await startProxyServer({
+    maxConns: 2,
+    whenFull: "queue",
     log: (line) => lines.push(line),
     upstream: { hostname: "127.0.0.1", port: origin.port },
   });
