@@ -25,13 +25,7 @@ import {
   runMain,
 } from "./lib/cli.ts";
 import { elapsedMs, formatBytes } from "./lib/log.ts";
-import {
-  describeConnectError,
-  formatAddr,
-  READ_BUFFER_BYTES,
-  writeAll,
-  type Writer,
-} from "./lib/net.ts";
+import { connectWithin, formatAddr, READ_BUFFER_BYTES, writeAll, type Writer } from "./lib/net.ts";
 
 /** The lab's default server. */
 const DEFAULT_HOST = "www.google.com";
@@ -100,37 +94,52 @@ export async function fetchPage(options: FetchOptions = {}): Promise<FetchResult
   const hostname = options.hostname ?? DEFAULT_HOST;
   const port = options.port ?? 80;
   const timeout = options.timeoutSeconds ?? 10;
+
+  // Steps 1-3 of the lab: create a socket and connect (Deno does both in one call).
+  // connectWithin() gives up on a server that does not answer within the timeout.
+  const conn = await connectWithin(
+    { hostname, port },
+    timeout,
+    (signal) => Deno.connect({ hostname, port, transport: "tcp", signal }),
+  );
+  const request = options.message ??
+    new TextEncoder().encode(buildGetRequest(hostname, port, options.path ?? "/"));
+  return await sendAndReceive(conn, request, { ...options, hostname });
+}
+
+/**
+ * The rest of the lab's client on a connected socket: send `request`,
+ * half-close, and copy the reply to `output` until the server closes its
+ * side; then close the socket. `proxy_client.ts` runs it on its connection
+ * to the proxy.
+ *
+ * @example
+ * ```ts
+ * import { sendAndReceive } from "./client.ts";
+ * const conn = await Deno.connect({ hostname: "127.0.0.1", port: 8001 });
+ * await sendAndReceive(conn, new TextEncoder().encode("Foobar\n"));
+ * ```
+ */
+export async function sendAndReceive(
+  conn: Deno.TcpConn,
+  request: Uint8Array,
+  options: Pick<FetchOptions, "hostname" | "timeoutSeconds" | "output" | "info"> = {},
+): Promise<FetchResult> {
+  const timeout = options.timeoutSeconds ?? 10;
   const output = options.output ?? Deno.stdout;
   const info = options.info ?? ((line: string) => console.error(line));
   const started = performance.now();
-
-  // Steps 1-3 of the lab: create a socket and connect (Deno does both in one call). The
-  // abort signal gives up on a server that does not answer within the timeout.
-  const giveUp = new AbortController();
-  const timer = setTimeout(() => giveUp.abort(), timeout * 1000);
-  let conn: Deno.TcpConn;
   try {
-    conn = await Deno.connect({ hostname, port, transport: "tcp", signal: giveUp.signal });
-  } catch (err) {
-    throw new CliError(
-      giveUp.signal.aborted
-        ? `connection to ${formatAddr({ hostname, port })} timed out after ${timeout} s`
-        : describeConnectError(err, hostname, port),
-    );
-  } finally {
-    clearTimeout(timer);
-  }
-  // Send small writes at once: Deno leaves Nagle's algorithm on by default.
-  conn.setNoDelay(true);
-  try {
+    // Send small writes at once: Deno leaves Nagle's algorithm on by default.
+    conn.setNoDelay(true);
     const remote = conn.remoteAddr;
     const local = conn.localAddr;
-    if (remote.hostname !== hostname) info(`resolved ${hostname} to ${remote.hostname}`);
+    if (options.hostname !== undefined && remote.hostname !== options.hostname) {
+      info(`resolved ${options.hostname} to ${remote.hostname}`);
+    }
     info(`connected from ${formatAddr(local)} to ${formatAddr(remote)}`);
 
     // Send the request, then half-close: "I am done sending", the server's cue.
-    const request = options.message ??
-      new TextEncoder().encode(buildGetRequest(hostname, port, options.path ?? "/"));
     await writeAll(conn, request);
     await conn.closeWrite();
 

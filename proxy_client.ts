@@ -17,15 +17,15 @@
  * against the forking proxy). The reply goes to stdout byte for byte, the
  * summary to stderr, so `proxy_client.ts > page.html` saves the page.
  *
- * The socket core is the lab client's own (`fetchPage()` in `client.ts`):
- * `Deno.connect()` to the proxy, `write()` the GET, `closeWrite()`, `read()`
- * until `null`. Only the address differs, which is the point of a proxy: to
- * its client it is just another server.
+ * The socket core: `Deno.connect()` to the proxy, then the lab client's own
+ * `sendAndReceive()` (in `client.ts`): `write()` the GET, `closeWrite()`,
+ * `read()` until `null`. Only the address differs, which is the point of a
+ * proxy: to its client it is just another server.
  *
  * @module
  */
 
-import { buildGetRequest, fetchPage } from "./client.ts";
+import { buildGetRequest, sendAndReceive } from "./client.ts";
 import {
   CliError,
   errorMessage,
@@ -39,7 +39,7 @@ import {
   runMain,
 } from "./lib/cli.ts";
 import { elapsedMs, formatBytes, preview } from "./lib/log.ts";
-import { formatAddr, writeAll, type Writer } from "./lib/net.ts";
+import { connectWithin, formatAddr, writeAll, type Writer } from "./lib/net.ts";
 
 /** Where the lab's proxy listens. */
 const DEFAULT_PROXY: HostPort = { hostname: "127.0.0.1", port: 8080 };
@@ -129,12 +129,17 @@ export async function fetchThroughProxy(
   const request = options.forward
     ? buildForwardRequest(options.host ?? "www.google.com", options.port ?? 80, options.path ?? "/")
     : buildGetRequest(options.host ?? "www.google.com", 80, options.path ?? "/");
+  const timeoutSeconds = options.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS;
   try {
-    const result = await fetchPage({
-      hostname: proxy.hostname,
-      port: proxy.port,
-      message: new TextEncoder().encode(request),
-      timeoutSeconds: options.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS,
+    // Connect to the proxy, not to the web server: to its client the proxy is just a server.
+    const conn = await connectWithin(
+      proxy,
+      timeoutSeconds,
+      (signal) =>
+        Deno.connect({ hostname: proxy.hostname, port: proxy.port, transport: "tcp", signal }),
+    );
+    const result = await sendAndReceive(conn, new TextEncoder().encode(request), {
+      timeoutSeconds,
       output: sink,
       info: () => {},
     });

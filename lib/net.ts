@@ -166,13 +166,22 @@ export function describeConnectError(
 }
 
 /**
- * Connects with a time limit, with TCP_NODELAY on. Failures become a {@linkcode CliError} whose
- * message names the host and says what went wrong in plain words.
+ * Runs `connect` (a `Deno.connect()` call, given the signal) with a time
+ * limit. Failures become a {@linkcode CliError} whose message names the host
+ * and says what went wrong in plain words.
+ *
+ * @example
+ * ```ts
+ * import { connectWithin } from "./net.ts";
+ * const target = { hostname: "127.0.0.1", port: 8000 };
+ * const conn = await connectWithin(target, 10, (signal) => Deno.connect({ ...target, signal }));
+ * conn.close();
+ * ```
  */
-export async function connectTo(
-  hostname: string,
-  port: number,
+export async function connectWithin(
+  target: { hostname: string; port: number },
   timeoutSeconds: number,
+  connect: (signal: AbortSignal) => Promise<Deno.TcpConn>,
 ): Promise<Deno.TcpConn> {
   const abort = new AbortController();
   const timer = setTimeout(
@@ -180,18 +189,33 @@ export async function connectTo(
     timeoutSeconds * 1000,
   );
   try {
-    const conn = await Deno.connect({ hostname, port, signal: abort.signal });
-    // As on accepted connections: no Nagle delay for small writes (see lib/concurrency.ts).
-    conn.setNoDelay(true);
-    return conn;
+    return await connect(abort.signal);
   } catch (err) {
     const reason = abort.signal.aborted
-      ? `connection to ${formatAddr({ hostname, port })} timed out after ${timeoutSeconds} s`
-      : describeConnectError(err, hostname, port);
+      ? `connection to ${formatAddr(target)} timed out after ${timeoutSeconds} s`
+      : describeConnectError(err, target.hostname, target.port);
     throw new CliError(reason);
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * Connects with a time limit ({@linkcode connectWithin}), with TCP_NODELAY on.
+ */
+export async function connectTo(
+  hostname: string,
+  port: number,
+  timeoutSeconds: number,
+): Promise<Deno.TcpConn> {
+  const conn = await connectWithin(
+    { hostname, port },
+    timeoutSeconds,
+    (signal) => Deno.connect({ hostname, port, signal }),
+  );
+  // As on accepted connections: no Nagle delay for small writes (see lib/concurrency.ts).
+  conn.setNoDelay(true);
+  return conn;
 }
 
 /** Options for {@linkcode listenOn}. */
