@@ -39,7 +39,7 @@ export const SPACE_MARGIN_BYTES = 64 * 1024; // bytes
  */
 export async function freeBytes(dir: string): Promise<number | null> {
   // query() never prompts: a peer run without the permission just skips the check.
-  const permission = await Deno.permissions.query({ name: "sys", kind: "statfs" });
+  const permission = Deno.permissions.querySync({ name: "sys", kind: "statfs" });
   if (permission.state !== "granted") return null;
   try {
     const info = await statfs(dir);

@@ -61,6 +61,12 @@ const FILE_COST_BYTES = 64 * 1024; // bytes
 export const PIPELINE_MAX_FILE_BYTES = 1024 * 1024; // bytes
 /** Requests outstanding on one pipelined connection before another one is opened. */
 export const PIPELINE_DEPTH = 16;
+/**
+ * Files queued at once that make a batch ({@linkcode DownloadQueueOptions.onBatch}):
+ * enough that the events of our own writes would cost more than looking
+ * through the folder once afterwards.
+ */
+export const BATCH_FILES = 32;
 /** Body bytes outstanding on one pipelined connection before another one is opened. */
 const PIPELINE_MAX_BYTES = 4 * 1024 * 1024; // bytes
 /** Pipelined connections to one holder at most. */
@@ -119,6 +125,12 @@ export interface DownloadQueueOptions {
   initialInFlight?: number;
   /** Called when a file is in place: the peer records the version it now holds. */
   onDownloaded?: (name: string, wanted: Wanted, result: DownloadResult) => void;
+  /**
+   * Called with `true` when a batch of at least {@linkcode BATCH_FILES} files
+   * starts, and with `false` once nothing is in flight any more: the peer
+   * stops watching its folder meanwhile (see `peer.ts`).
+   */
+  onBatch?: (running: boolean) => void;
   /**
    * Refuse a file bigger than the folder's free space before fetching it
    * (needs `--allow-sys=statfs`; without it the write error is the signal).
@@ -183,6 +195,8 @@ export class DownloadQueue {
   #reported = new Set<string>();
   /** A look at the free space while something waits for room, if one is running. */
   #spaceCheck: Promise<void> | null = null;
+  /** Whether a batch is running (see {@linkcode DownloadQueueOptions.onBatch}). */
+  #batch = false;
 
   /** A queue that fetches into `options.dir`; nothing runs until {@linkcode DownloadQueue.replace}. */
   constructor(options: DownloadQueueOptions) {
@@ -295,6 +309,10 @@ export class DownloadQueue {
   #pump(): void {
     const now = Date.now();
     if (this.#folderBlock !== null && now < this.#folderBlock.until) return;
+    if (!this.#batch && this.#queue.size + this.#inFlight.size >= BATCH_FILES && !this.#stopping) {
+      this.#batch = true;
+      this.#options.onBatch?.(true);
+    }
     for (const [name, wanted] of this.#queue) {
       if (this.#stopping) break;
       if (this.#inFlight.size >= Math.floor(this.#limit)) {
@@ -326,6 +344,10 @@ export class DownloadQueue {
           this.#queue.delete(name);
         }
         this.#pump();
+        if (this.#batch && this.#inFlight.size === 0) {
+          this.#batch = false;
+          this.#options.onBatch?.(false);
+        }
       });
       this.#inFlight.set(name, job);
     }

@@ -63,6 +63,12 @@ export const MAX_HEADER_BYTES = 256; // bytes
 export const MAX_REQUEST_BYTES = MAX_PATH_BYTES + 1; // bytes
 /** Largest file we agree to receive: anything bigger is refused before a byte is stored. */
 export const MAX_FILE_BYTES = 2 ** 40; // bytes (1 TiB)
+/**
+ * Files up to this size are created and written with synchronous calls:
+ * the write only fills the page cache (tens of microseconds at most), less
+ * than the trip to a worker thread an async call makes.
+ */
+export const SMALL_FILE_BYTES = 64 * 1024; // bytes
 /** How a temp file ends; with the leading dot the listing never shares it. */
 const TEMP_SUFFIX = ".part";
 /**
@@ -481,7 +487,8 @@ export async function openSharedFile(
   if (!before.isFile) throw new RefusedError("not a plain file");
   let file: Deno.FsFile;
   try {
-    file = await Deno.open(target, { read: true });
+    // Sync for the same reason as the lstat above.
+    file = Deno.openSync(target, { read: true });
   } catch (err) {
     throw new RefusedError(`cannot open it: ${errorMessage(err)}`);
   }
@@ -1000,22 +1007,30 @@ class IncomingFile {
       await onDisk(this.#file.truncate(this.offset));
       await onDisk(this.#file.seek(this.offset, Deno.SeekMode.Start));
     } else {
-      this.#file = await onDisk(
-        Deno.open(this.tempPath, {
-          write: true,
-          // A partial file that cannot be used (a holder without "range") starts again.
-          ...(this.#resumable ? { create: true, truncate: true } : { createNew: true }),
-          mode: 0o644,
-        }),
-        this.total,
-      );
+      const how: Deno.OpenOptions = {
+        write: true,
+        // A partial file that cannot be used (a holder without "range") starts again.
+        ...(this.#resumable ? { create: true, truncate: true } : { createNew: true }),
+        mode: 0o644,
+      };
+      // A small file's open is a few microseconds: done here, it saves the hop to a worker
+      // thread and back that an async open costs (most of a small file's time, see onDiskNow).
+      this.#file = this.total <= SMALL_FILE_BYTES
+        ? onDiskNow(() => Deno.openSync(this.tempPath, how))
+        : await onDisk(Deno.open(this.tempPath, how), this.total);
     }
   }
 
   /** Writes and hashes one piece of the body. */
   async take(chunk: Uint8Array): Promise<void> {
     this.#hash.update(chunk);
-    await onDisk(writeAll(this.#file!, chunk), this.offset + this.total);
+    if (this.total <= SMALL_FILE_BYTES) {
+      // Into the page cache, without a thread hop (see begin()); syncData() waits for the disk.
+      const file = this.#file!;
+      for (let at = 0; at < chunk.length;) {
+        at += onDiskNow(() => file.writeSync(chunk.subarray(at)));
+      }
+    } else await onDisk(writeAll(this.#file!, chunk), this.offset + this.total);
     this.received += chunk.length;
     this.options.onProgress?.(this.offset + this.received, this.offset + this.total);
   }

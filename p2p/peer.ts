@@ -249,6 +249,8 @@ export async function startPeer(options: PeerOptions): Promise<Peer> {
 
   // Step 4's queue: it fetches what each plan chooses (fetch.ts).
   const hashes = new HashCache();
+  /** The folder's watcher (with "push"); made once the rounds can be nudged. */
+  let watch: FolderWatch | null = null;
   const downloads = new DownloadQueue({
     dir,
     hashes,
@@ -256,6 +258,8 @@ export async function startPeer(options: PeerOptions): Promise<Peer> {
     idleTimeoutSeconds: options.idleTimeoutSeconds,
     progress: options.progress,
     log,
+    // A batch's own writes are not watched: one look through the folder afterwards is cheaper.
+    onBatch: (running) => running ? watch?.pause() : watch?.resume(),
     onDownloaded(name, wanted, result) {
       // The watcher will see this rename: it is no change of ours to announce.
       ownWrites.set(name, {
@@ -453,7 +457,7 @@ export async function startPeer(options: PeerOptions): Promise<Peer> {
     return true;
   }
   // Watch the folder: a change that settles starts a round at once (the rounds stay the safety net).
-  const watch = push
+  watch = push
     ? watchFolder(dir, {
       open: options.watchFs,
       mayAnnounce,
@@ -569,6 +573,13 @@ const SEPARATOR = Deno.build.os === "windows" ? "\\" : "/";
 
 /** A running {@linkcode watchFolder}. */
 interface FolderWatch {
+  /**
+   * Stops watching for a while (our own batch of downloads is being written:
+   * its events would cost more than one look through the folder afterwards).
+   */
+  pause(): void;
+  /** Watches again after {@linkcode FolderWatch.pause}, and calls `onSettled` (the round rescans). */
+  resume(): void;
   /** Stops watching and waits for the last event to be handled. */
   close(): Promise<void>;
 }
@@ -593,14 +604,8 @@ function watchFolder(
 ): FolderWatch {
   const { mayAnnounce, onSettled, log } = options;
   const fallback = `changes here are found by the round every ${options.interval} s`;
-  let watcher: FolderWatcher;
-  try {
-    watcher = (options.open ?? ((d) => Deno.watchFs(d, { recursive: true })))(dir);
-  } catch (err) {
-    log(`cannot watch ${dir} (${errorMessage(err)}): ${fallback}`);
-    return { close: () => Promise.resolve() };
-  }
   let closed = false;
+  let paused = false;
   let overflowSaid = false;
   let timer: ReturnType<typeof setTimeout> | undefined;
   const settle = () => {
@@ -610,44 +615,87 @@ function watchFolder(
       onSettled();
     }, SETTLE_MS);
   };
-  const running = (async () => {
+  /** The watcher in use and its loop; null while paused, closed, or after a failure. */
+  let current: { watcher: FolderWatcher; running: Promise<void> } | null = null;
+  let failed = false;
+
+  function start(): void {
+    let watcher: FolderWatcher;
     try {
-      for await (const event of watcher) {
-        if (event.flag === "rescan") {
-          if (!overflowSaid) {
-            log(
-              `the watcher of ${dir} lost events (too many changes at once): rescanning the folder`,
-            );
-            overflowSaid = true;
-          }
-          // After the burst, not during it: the events lost are most often our own downloads'
-          // renames, and a round in the middle would list the whole folder for nothing.
-          settle();
-          continue;
-        }
-        for (const path of event.paths) {
-          if (mayAnnounce(path)) {
-            settle();
-            break;
-          }
-        }
-      }
-      if (!closed) log(`the watcher of ${dir} stopped: ${fallback}`);
+      watcher = (options.open ?? ((d) => Deno.watchFs(d, { recursive: true })))(dir);
     } catch (err) {
-      if (!closed) log(`the watcher of ${dir} failed (${errorMessage(err)}): ${fallback}`);
-    } finally {
-      clearTimeout(timer);
+      log(`cannot watch ${dir} (${errorMessage(err)}): ${fallback}`);
+      failed = true;
+      return;
     }
-  })();
-  return {
-    close() {
-      closed = true;
+    const running = (async () => {
       try {
-        watcher.close();
-      } catch {
-        // Already closed by its own failure.
+        for await (const event of watcher) {
+          if (event.flag === "rescan") {
+            if (!overflowSaid) {
+              log(
+                `the watcher of ${dir} lost events (too many changes at once): rescanning the folder`,
+              );
+              overflowSaid = true;
+            }
+            // After the burst, not during it: the events lost are most often our own downloads'
+            // renames, and a round in the middle would list the whole folder for nothing.
+            settle();
+            continue;
+          }
+          for (const path of event.paths) {
+            if (mayAnnounce(path)) {
+              settle();
+              break;
+            }
+          }
+        }
+        if (current?.watcher === watcher) {
+          log(`the watcher of ${dir} stopped: ${fallback}`);
+          failed = true;
+        }
+      } catch (err) {
+        if (current?.watcher === watcher) {
+          log(`the watcher of ${dir} failed (${errorMessage(err)}): ${fallback}`);
+          failed = true;
+        }
       }
-      return running;
+    })();
+    current = { watcher, running };
+  }
+
+  /** Closes the watcher in use (its loop ends quietly); resolves when the loop has. */
+  function stop(): Promise<void> {
+    const was = current;
+    current = null;
+    if (was === null) return Promise.resolve();
+    try {
+      was.watcher.close();
+    } catch {
+      // Already closed by its own failure.
+    }
+    return was.running;
+  }
+
+  start();
+  return {
+    pause() {
+      if (closed || paused || failed) return;
+      paused = true;
+      stop();
+    },
+    resume() {
+      if (closed || !paused) return;
+      paused = false;
+      start();
+      // Whatever changed while nobody watched is found by looking through the folder once.
+      if (!failed) onSettled();
+    },
+    async close() {
+      closed = true;
+      clearTimeout(timer);
+      await stop();
+      clearTimeout(timer);
     },
   };
 }

@@ -317,3 +317,63 @@ for (
     assert.match(about[0], said);
   });
 }
+
+Deno.test("a peer stops watching while it writes a batch of downloads, then looks through its folder: a file saved meanwhile is announced at once", async () => {
+  await using a = await tempFolder();
+  await using b = await tempFolder();
+  const files = 600;
+  const block = new Uint8Array(4096);
+  for (let i = 0; i < files; i++) {
+    block[0] = i & 0xff;
+    block[1] = i >> 8;
+    await Deno.writeFile(`${a.path}/f${String(i).padStart(4, "0")}.bin`, block);
+  }
+  await using tracker = await startTracker({ quiet: true, httpPort: null, log: () => {} });
+  const where = { hostname: "127.0.0.1", port: tracker.addr.port };
+  await using _a = await startPeer({ dir: a.path, tracker: where, interval: 60, log: () => {} });
+  // B's watchers, counted: the batch closes one and opens the next.
+  let opened = 0;
+  let closedByPeer = 0;
+  const linesB: string[] = [];
+  await using _b = await startPeer({
+    dir: b.path,
+    tracker: where,
+    // Only the watcher, or the look after the batch, can find mine.txt within the bound below.
+    interval: 60,
+    watchFs: (dir) => {
+      opened++;
+      const watcher = Deno.watchFs(dir, { recursive: true });
+      return {
+        close: () => {
+          closedByPeer++;
+          watcher.close();
+        },
+        [Symbol.asyncIterator]: () => watcher[Symbol.asyncIterator](),
+      };
+    },
+    log: (line) => linesB.push(line),
+  });
+  // Saved on B as soon as the batch has begun to land.
+  await waitUntil(
+    () => [...Deno.readDirSync(b.path)].some((e) => e.name.endsWith(".bin")),
+    20_000,
+    "the first download",
+  );
+  const midBatch = [...Deno.readDirSync(b.path)].filter((e) => e.name.endsWith(".bin")).length;
+  await Deno.writeTextFile(`${b.path}/mine.txt`, "saved during the batch\n");
+  await waitUntil(
+    () => Deno.readTextFile(`${a.path}/mine.txt`).then(() => true, () => false),
+    10_000,
+    "mine.txt to reach a (the rounds are 60 s apart)",
+    () => linesB.join("\n"),
+  );
+  await waitUntil(
+    () => [...Deno.readDirSync(b.path)].filter((e) => e.name.endsWith(".bin")).length === files,
+    20_000,
+    "every file on b",
+  );
+  console.log(`mine.txt saved with ${midBatch} of ${files} files on b; watchers opened: ${opened}`);
+  assert.ok(opened >= 2, `the batch paused the watcher (opened ${opened})`);
+  assert.ok(closedByPeer >= 1);
+  assert.ok(!linesB.some((l) => /watcher/.test(l)), linesB.join("\n"));
+});
