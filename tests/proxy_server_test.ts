@@ -9,6 +9,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { MODE_PERMISSIONS, MODES } from "../lib/concurrency.ts";
+import type { WhenFull } from "../lib/accept.ts";
 import { listenOn, READ_BUFFER_BYTES, writeAll } from "../lib/net.ts";
 import { startOrigin } from "../lib/origin.ts";
 import { startProxyServer } from "../proxy_server.ts";
@@ -301,18 +302,36 @@ Deno.test("startProxyServer(): an upstream that does not answer is given up afte
   }
 });
 
-Deno.test("startProxyServer(): beyond maxConns, clients are refused at once; once one leaves the next is served", async () => {
+/**
+ * A proxy serving at most two clients at once, in front of an origin that
+ * answers "reply" once the request has ended; its log lines are kept.
+ */
+async function twoClientProxy(whenFull: WhenFull) {
   const lines: string[] = [];
-  await using origin = startRawOrigin(async (conn) => {
+  const origin = startRawOrigin(async (conn) => {
     await endOf(conn);
     await conn.write(new TextEncoder().encode("reply"));
     await conn.closeWrite();
   });
-  await using proxy = await startProxyServer({
+  const proxy = await startProxyServer({
     maxConns: 2,
+    whenFull,
     log: (line) => lines.push(line),
     upstream: { hostname: "127.0.0.1", port: origin.port },
   });
+  return {
+    proxy,
+    lines,
+    async [Symbol.asyncDispose]() {
+      await proxy.close();
+      await origin[Symbol.asyncDispose]();
+    },
+  };
+}
+
+Deno.test("startProxyServer(): beyond maxConns, clients are refused at once; once one leaves the next is served", async () => {
+  await using setup = await twoClientProxy("refuse");
+  const { proxy, lines } = setup;
   const held = [
     await Deno.connect({ port: proxy.addr.port }),
     await Deno.connect({ port: proxy.addr.port }),
@@ -356,18 +375,8 @@ Deno.test("startProxyServer(): beyond maxConns, clients are refused at once; onc
 });
 
 Deno.test("startProxyServer(): beyond maxConns with whenFull queue, clients wait in the queue and are served when one leaves", async () => {
-  const lines: string[] = [];
-  await using origin = startRawOrigin(async (conn) => {
-    await endOf(conn);
-    await conn.write(new TextEncoder().encode("reply"));
-    await conn.closeWrite();
-  });
-  await using proxy = await startProxyServer({
-    maxConns: 2,
-    whenFull: "queue",
-    log: (line) => lines.push(line),
-    upstream: { hostname: "127.0.0.1", port: origin.port },
-  });
+  await using setup = await twoClientProxy("queue");
+  const { proxy, lines } = setup;
   const held = [
     await Deno.connect({ port: proxy.addr.port }),
     await Deno.connect({ port: proxy.addr.port }),
