@@ -16,8 +16,9 @@
  * - With `maxConns`, the loop stops accepting while that many connections are
  *   open, rather than accepting clients only to close them. By default it
  *   also closes the listening socket until one finishes, so the next client
- *   is refused at once ("Connection refused") instead of hanging; the
- *   address is listened on again as soon as a slot is free. With
+ *   is refused at once ("Connection refused") instead of hanging (one
+ *   that had just connected and was still in the kernel's queue gets a
+ *   reset); the address is listened on again as soon as a slot is free. With
  *   `whenFull: "queue"` the socket stays open and the next clients wait in
  *   the kernel's queue until one finishes (haproxy's `maxconn`, and the
  *   handout's one-at-a-time server).
@@ -30,7 +31,7 @@
  *   await conn.write(new TextEncoder().encode("hello\n"));
  *   conn.close();
  * });
- * listener.close();
+ * loop.close();
  * await loop.settled();
  * ```
  * @module
@@ -65,7 +66,7 @@ export interface AcceptStats {
   active: number;
   /** Connections that failed before they could be served (reset before accept, and the like). */
   skipped: number;
-  /** Pauses taken because the process ran out of file descriptors. */
+  /** Pauses taken because the process ran out of file descriptors (or could not listen again after a full spell). */
   backoffs: number;
   /** Times the loop stopped accepting because `maxConns` connections were open. */
   fullPauses: number;
@@ -107,7 +108,8 @@ export function newAcceptStats(): AcceptStats {
 }
 
 /**
- * Accepts connections from `listener` until it is closed, and calls
+ * Accepts connections from `listener` until {@linkcode AcceptLoop.close}
+ * (or, without `maxConns`, until the listener is closed), and calls
  * `serve(conn)` for each, without waiting for it: many connections are
  * served at once. TCP_NODELAY is set on each connection first, since every
  * server here writes small replies that should leave at once.
@@ -173,6 +175,11 @@ export function acceptEach(
           const reopened = await listenAgain(current.addr);
           if (reopened === null) return;
           current = reopened;
+          // close() may have come while the socket was being opened: it closed the old one.
+          if (stopped) {
+            closeQuietly(current);
+            return;
+          }
         }
         continue;
       }

@@ -309,10 +309,6 @@ export class DownloadQueue {
   #pump(): void {
     const now = Date.now();
     if (this.#folderBlock !== null && now < this.#folderBlock.until) return;
-    if (!this.#batch && this.#queue.size + this.#inFlight.size >= BATCH_FILES && !this.#stopping) {
-      this.#batch = true;
-      this.#options.onBatch?.(true);
-    }
     for (const [name, wanted] of this.#queue) {
       if (this.#stopping) break;
       if (this.#inFlight.size >= Math.floor(this.#limit)) {
@@ -350,6 +346,12 @@ export class DownloadQueue {
         }
       });
       this.#inFlight.set(name, job);
+      // A batch starts with its first download: names that only wait (after a local failure)
+      // start nothing, and would leave the watcher paused with nothing to end the batch.
+      if (!this.#batch && this.#queue.size + this.#inFlight.size >= BATCH_FILES) {
+        this.#batch = true;
+        this.#options.onBatch?.(true);
+      }
     }
   }
 

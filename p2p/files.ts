@@ -487,8 +487,8 @@ export async function openSharedFile(
   if (!before.isFile) throw new RefusedError("not a plain file");
   let file: Deno.FsFile;
   try {
-    // Sync for the same reason as the lstat above.
-    file = Deno.openSync(target, { read: true });
+    // Async although the lstat above is sync: a FIFO put there since would block the open.
+    file = await Deno.open(target, { read: true });
   } catch (err) {
     throw new RefusedError(`cannot open it: ${errorMessage(err)}`);
   }
@@ -718,11 +718,11 @@ export function localDiskError(err: unknown, needed?: number): LocalDiskError {
  * the async call costs a hop to a worker thread and back (~60 µs here, most
  * of a small file's cost), as the listing found too.
  */
-function onDiskNow<T>(operation: () => T): T {
+function onDiskNow<T>(operation: () => T, needed?: number): T {
   try {
     return operation();
   } catch (err) {
-    throw localDiskError(err);
+    throw localDiskError(err, needed);
   }
 }
 
@@ -1015,8 +1015,10 @@ class IncomingFile {
       };
       // A small file's open is a few microseconds: done here, it saves the hop to a worker
       // thread and back that an async open costs (most of a small file's time, see onDiskNow).
-      this.#file = this.total <= SMALL_FILE_BYTES
-        ? onDiskNow(() => Deno.openSync(this.tempPath, how))
+      // (Not over something that is no plain file, a FIFO say: opening that could block.)
+      const there = this.#resumable ? onDiskNow(() => lstatNowOrNull(this.tempPath)) : null;
+      this.#file = this.total <= SMALL_FILE_BYTES && (there === null || there.isFile)
+        ? onDiskNow(() => Deno.openSync(this.tempPath, how), this.total)
         : await onDisk(Deno.open(this.tempPath, how), this.total);
     }
   }
@@ -1028,7 +1030,7 @@ class IncomingFile {
       // Into the page cache, without a thread hop (see begin()); syncData() waits for the disk.
       const file = this.#file!;
       for (let at = 0; at < chunk.length;) {
-        at += onDiskNow(() => file.writeSync(chunk.subarray(at)));
+        at += onDiskNow(() => file.writeSync(chunk.subarray(at)), this.offset + this.total);
       }
     } else await onDisk(writeAll(this.#file!, chunk), this.offset + this.total);
     this.received += chunk.length;

@@ -677,12 +677,18 @@ function watchFolder(
     return was.running;
   }
 
+  /** The loops of watchers closed by pause(), until they have ended. */
+  const ending = new Set<Promise<void>>();
   start();
   return {
     pause() {
       if (closed || paused || failed) return;
       paused = true;
-      stop();
+      // A change seen just before is found by the look through the folder that resume() asks for.
+      clearTimeout(timer);
+      const loop = stop();
+      ending.add(loop);
+      loop.finally(() => ending.delete(loop));
     },
     resume() {
       if (closed || !paused) return;
@@ -694,7 +700,7 @@ function watchFolder(
     async close() {
       closed = true;
       clearTimeout(timer);
-      await stop();
+      await Promise.all([stop(), ...ending]);
       clearTimeout(timer);
     },
   };
