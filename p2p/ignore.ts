@@ -255,7 +255,9 @@ export class IgnoreFile {
     let info: Deno.FileInfo | null = null;
     let problem: string | null = null;
     try {
-      info = await Deno.lstat(this.#path);
+      // Sync: every request a peer serves looks here, and an async lstat's trip to a worker
+      // thread costs more than the lstat itself.
+      info = Deno.lstatSync(this.#path);
       if (!info.isFile) problem = `${IGNORE_FILE} is not a plain file: only the defaults apply`;
     } catch (err) {
       if (!(err instanceof Deno.errors.NotFound)) {
