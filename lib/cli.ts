@@ -73,6 +73,13 @@ export function parseCli(
         }=VALUE`,
       );
     }
+    // A negative number where a positional goes (`tracker.ts 127.0.0.1 -1`) is no option.
+    const unknown = /^Unknown option '([^']+)'/.exec(message);
+    if (allowPositionals && unknown && NEGATIVE_NUMBER.test(unknown[1])) {
+      throw new UsageError(
+        `${unknown[1]} is not a valid value here: negative numbers are not allowed`,
+      );
+    }
     // parseArgs adds advice about "--" to positional-taking scripts; the first sentence says it all.
     throw new UsageError(firstLine(message).replace(/\. To specify a positional.*$/, "."));
   }

@@ -121,6 +121,13 @@ const BAD_VALUES: BadValue[] = [
     message: /^error: --max-conns .*"-1"/,
     permissions: [NARROW_NET],
   },
+  // A negative positional (the course's `tracker.ts HOST PORT`) is no unknown option.
+  {
+    script: "p2p/tracker.ts",
+    args: ["127.0.0.1", "-1"],
+    message: /^error: -1 is not a valid value here: negative numbers are not allowed$/,
+    permissions: [NARROW_NET],
+  },
   {
     script: "p2p/tracker.ts",
     args: ["--http-port", "-1"],
