@@ -11,7 +11,8 @@
 
 import assert from "node:assert/strict";
 import { writeAll } from "../lib/net.ts";
-import { DownloadQueue, PIPELINE_DEPTH } from "../p2p/fetch.ts";
+import { startDelayRelay } from "../lib/delay_relay.ts";
+import { DownloadQueue, INITIAL_IN_FLIGHT, PIPELINE_DEPTH } from "../p2p/fetch.ts";
 import { HashCache } from "../p2p/files.ts";
 import type { Wanted } from "../p2p/plan.ts";
 import { holdersInOrder } from "../p2p/plan.ts";
@@ -229,4 +230,64 @@ Deno.test("a holder without the pipeline feature gets one course request per con
     log.filter((l) => l.startsWith("sent ")).map((l) => /:(\d+) in/.exec(l)![1]),
   );
   assert.equal(ports.size, 20, "one connection per file");
+});
+
+Deno.test("over a link with 100 ms each way and 5% loss, the window of files in flight grows past its start", async () => {
+  await using from = await tempFolder();
+  await using to = await tempFolder();
+  const files = 300;
+  const { server, port } = await fileServer(from.path);
+  // The holder is reached through a relay that holds every chunk back 100 ms each way, and
+  // emulates TCP's resends of 5% of the segments (seeded: the same run each time).
+  const relay = startDelayRelay({
+    target: { hostname: "127.0.0.1", port },
+    delayMs: 100,
+    loss: 0.05,
+    seed: 7,
+  });
+  const fetch = new Map<string, Wanted>();
+  for (let i = 0; i < files; i++) {
+    const name = `f${String(i).padStart(4, "0")}.bin`;
+    const bytes = randomBytes(4096, i + 3);
+    await putFile(from.path, name, bytes, T0);
+    const via = relay.addr.port;
+    fetch.set(name, {
+      entry: { ip: "127.0.0.1", port: via, mtime: T0, size: bytes.length, sha256: sha256(bytes) },
+      sources: [{ ip: "127.0.0.1", port: via, features: ["range", "pipeline"] }],
+      localMtime: null,
+    });
+  }
+  const stats = { downloads: 0, bytes: 0, failures: 0 };
+  const lines: string[] = [];
+  const queue = new DownloadQueue({
+    dir: to.path,
+    hashes: new HashCache(),
+    stats,
+    log: (l) => lines.push(l),
+  });
+  const windows = new Set<number>();
+  try {
+    queue.replace(fetch);
+    await waitUntil(
+      () => {
+        windows.add(queue.window);
+        return stats.downloads + stats.failures >= files;
+      },
+      60_000,
+      "every file over the slow link",
+      () => lines.slice(-20).join("\n"),
+    );
+  } finally {
+    queue.abort();
+    await queue.settled();
+    await relay.close();
+    await server.close();
+  }
+  assert.equal(stats.downloads, files, lines.filter((l) => l.includes("failed")).join("\n"));
+  const seen = [...windows].sort((a, b) => a - b);
+  const resent = relay.stats.forward.dropped + relay.stats.back.dropped;
+  console.log(`windows seen: ${seen.join(", ")}; ${resent} segment(s) resent`);
+  assert.ok(resent > 0, "the relay emulated no loss");
+  // On a link where each file waits a round trip, more in flight is more throughput: it grew.
+  assert.ok(Math.max(...seen) > INITIAL_IN_FLIGHT, `the window stayed at ${seen.join(", ")}`);
 });
