@@ -319,23 +319,30 @@ export function parseHttpPath(text: string, flag: string): string {
  * would give up immediately instead of never.
  */
 export const MAX_TIMER_SECONDS = Math.floor((2 ** 31 - 1) / 1000); // 2147483 s
+/** Shortest duration a flag takes: a timer cannot wait less than a millisecond. */
+export const MIN_TIMER_SECONDS = 0.001;
 
 /**
- * Reads a duration in seconds, from a little above 0 up to
- * {@linkcode MAX_TIMER_SECONDS}; fractions are allowed so tests need not wait.
+ * Reads a duration in seconds, from `min` ({@linkcode MIN_TIMER_SECONDS}
+ * unless a flag needs more) up to {@linkcode MAX_TIMER_SECONDS}; fractions are
+ * allowed so tests need not wait. Too short a wait is refused rather than
+ * turned into a loop that spins.
  *
  * @example
  * ```ts
  * parseSeconds("0.5", "--timeout"); // 0.5
  * ```
  */
-export function parseSeconds(text: string, flag: string): number {
+export function parseSeconds(text: string, flag: string, min = MIN_TIMER_SECONDS): number {
   const value = Number(text);
   // Plain decimals only: Number() would also take " 5", "0x10" and "1e3".
   if (!/^(?:\d+(?:\.\d*)?|\.\d+)$/.test(text) || value <= 0 || value > MAX_TIMER_SECONDS) {
     throw new UsageError(
       `${flag} must be a positive number of seconds up to ${MAX_TIMER_SECONDS} (about 24 days), got "${text}"`,
     );
+  }
+  if (value < min) {
+    throw new UsageError(`${flag} must be at least ${min} s, got "${text}"`);
   }
   return value;
 }

@@ -98,6 +98,8 @@ const PORT_SEARCH_SPAN = 1000;
 const SETTLE_MS = 200;
 /** How long a finished download's own events in the folder are told apart as ours. */
 const OWN_WRITE_MS = 5_000;
+/** Shortest `--interval`: each round is a message to the tracker and a look through the folder. */
+export const MIN_INTERVAL_SECONDS = 0.1;
 
 /** What {@linkcode PeerOptions.watchFs} returns: the part of `Deno.FsWatcher` the peer uses. */
 export type FolderWatcher = AsyncIterable<Deno.FsEvent> & { close(): void };
@@ -741,7 +743,7 @@ const USAGE =
   --dir DIR            the folder to share and keep in sync (required)
   --host ADDR          address to serve files on (default ::, IPv6 and IPv4; 0.0.0.0 without IPv6)
   --port N             port to serve files on, 0 for any (default: the first free one from 8000)
-  --interval S         seconds between sync rounds and keep-alives (default 5)
+  --interval S         seconds between sync rounds and keep-alives, at least 0.1 (default 5)
   --mode MODE          async | worker | process: where each file request is served (default async)
                        worker also needs --allow-read=.,DIR  process needs --allow-read=.,DIR --allow-run
   --workers N          workers or child processes kept warm, 1 to ${MAX_POOL_SIZE} (default: CPU count)
@@ -784,7 +786,8 @@ async function main(): Promise<void> {
   const hostname = values.host === undefined
     ? defaultServeHost()
     : parseHost(values.host as string, "--host");
-  const interval = parseSeconds(values.interval as string, "--interval");
+  // A round is a message to the tracker and a look through the folder: not a thousand a second.
+  const interval = parseSeconds(values.interval as string, "--interval", MIN_INTERVAL_SECONDS);
   const mode = parseChoice(values.mode as string, "--mode", MODES);
   const poolSize = values.workers === undefined
     ? undefined

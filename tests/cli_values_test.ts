@@ -121,6 +121,19 @@ const BAD_VALUES: BadValue[] = [
     message: /^error: --max-conns .*"-1"/,
     permissions: [NARROW_NET],
   },
+  // Too short a wait is refused rather than turned into a spinning loop.
+  {
+    script: "p2p/peer.ts",
+    args: ["127.0.0.1", "9000", "--dir", ".", "--interval", "0.001"],
+    message: /^error: --interval must be at least 0\.1 s, got "0\.001"$/,
+    permissions: [NARROW_NET],
+  },
+  {
+    script: "p2p/tracker.ts",
+    args: ["--sweep-interval", "0.0000001"],
+    message: /^error: --sweep-interval must be at least 0\.001 s, got "0\.0000001"$/,
+    permissions: [NARROW_NET],
+  },
   // A negative positional (the course's `tracker.ts HOST PORT`) is no unknown option.
   {
     script: "p2p/tracker.ts",
