@@ -149,30 +149,50 @@ Deno.test("the file server answers pipelined JSON requests with offsets in order
   }
 });
 
-Deno.test("1,000 small files come over a handful of pipelined connections, not one each", async () => {
-  await using from = await tempFolder();
-  await using to = await tempFolder();
-  const files = 1000;
+/**
+ * Writes `count` files of 4 KiB (random bytes from `seed` on) into `dir`, and
+ * returns the plan that fetches each from a pipelining holder at `port`.
+ */
+async function smallFiles(
+  dir: string,
+  count: number,
+  seed: number,
+  port: number,
+): Promise<Map<string, Wanted>> {
   const fetch = new Map<string, Wanted>();
-  const { server, lines: log, port } = await fileServer(from.path);
-  for (let i = 0; i < files; i++) {
+  for (let i = 0; i < count; i++) {
     const name = `f${String(i).padStart(4, "0")}.bin`;
-    const bytes = randomBytes(4096, i + 10);
-    await putFile(from.path, name, bytes, T0);
+    const bytes = randomBytes(4096, i + seed);
+    await putFile(dir, name, bytes, T0);
     fetch.set(name, {
       entry: { ip: "127.0.0.1", port, mtime: T0, size: bytes.length, sha256: sha256(bytes) },
       sources: [{ ip: "127.0.0.1", port, features: ["range", "pipeline"] }],
       localMtime: null,
     });
   }
+  return fetch;
+}
+
+/** A download queue into `dir`, with its counters and log lines. */
+function downloadQueue(dir: string) {
   const stats = { downloads: 0, bytes: 0, failures: 0 };
   const lines: string[] = [];
   const queue = new DownloadQueue({
-    dir: to.path,
+    dir,
     hashes: new HashCache(),
     stats,
     log: (l) => lines.push(l),
   });
+  return { queue, stats, lines };
+}
+
+Deno.test("1,000 small files come over a handful of pipelined connections, not one each", async () => {
+  await using from = await tempFolder();
+  await using to = await tempFolder();
+  const files = 1000;
+  const { server, lines: log, port } = await fileServer(from.path);
+  const fetch = await smallFiles(from.path, files, 10, port);
+  const { queue, stats, lines } = downloadQueue(to.path);
   try {
     queue.replace(fetch);
     await waitUntil(
@@ -245,26 +265,8 @@ Deno.test("over a link with 100 ms each way and 5% loss, the window of files in 
     loss: 0.05,
     seed: 7,
   });
-  const fetch = new Map<string, Wanted>();
-  for (let i = 0; i < files; i++) {
-    const name = `f${String(i).padStart(4, "0")}.bin`;
-    const bytes = randomBytes(4096, i + 3);
-    await putFile(from.path, name, bytes, T0);
-    const via = relay.addr.port;
-    fetch.set(name, {
-      entry: { ip: "127.0.0.1", port: via, mtime: T0, size: bytes.length, sha256: sha256(bytes) },
-      sources: [{ ip: "127.0.0.1", port: via, features: ["range", "pipeline"] }],
-      localMtime: null,
-    });
-  }
-  const stats = { downloads: 0, bytes: 0, failures: 0 };
-  const lines: string[] = [];
-  const queue = new DownloadQueue({
-    dir: to.path,
-    hashes: new HashCache(),
-    stats,
-    log: (l) => lines.push(l),
-  });
+  const fetch = await smallFiles(from.path, files, 3, relay.addr.port);
+  const { queue, stats, lines } = downloadQueue(to.path);
   const windows = new Set<number>();
   try {
     queue.replace(fetch);
